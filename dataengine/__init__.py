@@ -1,0 +1,1 @@
+"""Offline data engine: source library from installed packages, captions, mixtures, splits."""

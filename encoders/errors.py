@@ -1,0 +1,19 @@
+"""Errors a user can cause. The CLI prints them in one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class PromptsepError(Exception):
+    """Base class of every error promptsep raises on purpose (bad input, missing weights, ...)."""
+
+
+class AudioError(PromptsepError):
+    """An audio or video file could not be read or written; the message names the file and the problem."""
+
+
+class PromptError(PromptsepError):
+    """A prompt (text, image, video or span) is missing or malformed."""
+
+
+class WeightsError(PromptsepError):
+    """Model weights or their config are missing, incomplete or of the wrong layout."""

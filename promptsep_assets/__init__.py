@@ -1,0 +1,1 @@
+"""The default model bundle and bundled examples (found by pip and editable installs)."""

@@ -1,0 +1,1 @@
+"""Separation: the latent separator, its objectives, training and chunked inference."""
