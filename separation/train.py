@@ -1,0 +1,261 @@
+"""Training loop of the separator on data-engine mixtures drawn on the fly.
+
+Mixtures come from ``dataengine.mixing.MixtureSampler`` (new mixtures, augmentation and prompt
+paraphrases at every draw). Their codec latents are computed once with the frozen codec and kept in
+a streaming pool: every step draws a batch from the pool and replaces a few pool entries with fresh
+mixtures, so CPU training spends its time in the separator rather than re-encoding audio.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from separation.inference import span_anchors
+from separation.model import SeparatorConfig, SeparatorModel
+from separation.objectives import Conditioning, flow_matching_loss, regression_loss
+
+
+@dataclass
+class TrainConfig:
+    data: str = "data"
+    out: str = "runs/separator"
+    objective: str = "regression"
+    steps: int = 20000
+    minutes: float = 0.0  # stop after this many minutes when > 0
+    batch: int = 16
+    seconds: float = 4.0
+    lr: float = 4e-4
+    warmup: int = 200
+    pool: int = 1024
+    refresh: int = 4
+    prompt_dropout: float = 0.1
+    pooled_token_prob: float = 0.3
+    visual_prob: float = 0.3
+    span_prob: float = 0.3
+    seed: int = 0
+    save_every: int = 250
+    device: str = "cpu"
+    threads: int = 2
+    hidden_dim: int = 256
+    num_layers: int = 6
+
+
+@dataclass
+class _Example:
+    mixture: torch.Tensor  # (T, D) raw latents
+    sources: torch.Tensor  # (T, 2D) raw latents [target | residual]
+    prompt: str
+    image: str | None
+    spans: list
+
+
+class PromptCache:
+    """Embeds each distinct prompt string or image once (the text and visual towers are frozen)."""
+
+    def __init__(self, prompt_encoder) -> None:
+        self.encoder = prompt_encoder
+        self.text: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.image: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def text_item(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if prompt not in self.text:
+            embed = self.encoder.embed_text([prompt])[0]
+            states, mask = self.encoder.text_states([prompt])
+            self.text[prompt] = (embed, states[0], mask[0].bool())
+        return self.text[prompt]
+
+    @torch.no_grad()
+    def image_item(self, path: str) -> torch.Tensor:
+        if path not in self.image:
+            self.image[path] = self.encoder.embed_image([path])[0]
+        return self.image[path]
+
+
+def _visual_tower_trained(prompt_encoder) -> bool:
+    return bool(getattr(prompt_encoder, "visual_trained", True))
+
+
+class LatentPool:
+    """A streaming pool of encoded training examples."""
+
+    def __init__(self, sampler, codec, size: int, seconds: float, rng: np.random.Generator, device: torch.device) -> None:
+        self.sampler, self.codec, self.rng, self.device = sampler, codec, rng, device
+        self.items: list[_Example] = []
+        with tqdm(total=size, desc="filling latent pool", leave=False) as bar:
+            while len(self.items) < size:
+                self.items.extend(self._draw(min(32, size - len(self.items))))
+                bar.n = len(self.items)
+                bar.refresh()
+
+    @torch.no_grad()
+    def _draw(self, count: int) -> list[_Example]:
+        mixes = [self.sampler.sample(self.rng) for _ in range(count)]
+        wav = torch.stack(
+            [torch.from_numpy(np.stack([m.mixture, m.target, m.residual])).float() for m in mixes]
+        )  # (B, 3, N)
+        latents = self.codec.encode(rearrange(wav, "b s n -> (b s) 1 n").to(self.device))
+        latents = rearrange(latents, "(b s) d t -> b s t d", s=3).cpu()
+        return [
+            _Example(
+                mixture=latents[i, 0],
+                sources=torch.cat([latents[i, 1], latents[i, 2]], dim=-1),
+                prompt=m.prompt,
+                image=str(m.image) if m.image else None,
+                spans=list(m.spans or []),
+            )
+            for i, m in enumerate(mixes)
+        ]
+
+    def refresh(self, count: int) -> None:
+        if count <= 0:
+            return
+        fresh = self._draw(count)
+        for example in fresh:
+            self.items[int(self.rng.integers(len(self.items)))] = example
+
+    def batch(self, size: int) -> list[_Example]:
+        return [self.items[int(i)] for i in self.rng.integers(0, len(self.items), size)]
+
+
+def _latent_stats(pool: LatentPool) -> tuple[torch.Tensor, torch.Tensor]:
+    stacked = torch.cat([torch.cat([e.mixture, *e.sources.chunk(2, -1)]) for e in pool.items[:512]])
+    return stacked.mean(0), stacked.std(0).clamp(min=1e-3)
+
+
+def _conditioning(
+    examples: list[_Example], cache: PromptCache, cfg: TrainConfig, frames: int, frame_rate: float, rng: random.Random,
+    use_images: bool, device: torch.device,
+) -> Conditioning:
+    conds, token_list, spans = [], [], []
+    for example in examples:
+        embed, states, mask = cache.text_item(example.prompt)
+        tokens = states[mask]
+        if use_images and example.image and rng.random() < cfg.visual_prob:
+            embed = cache.image_item(example.image)
+            tokens = embed[None]
+        elif rng.random() < cfg.pooled_token_prob:
+            tokens = embed[None]
+        if rng.random() < cfg.prompt_dropout:
+            embed = torch.zeros_like(embed)
+            tokens = embed[None]
+        conds.append(embed)
+        token_list.append(tokens)
+        use_spans = example.spans and rng.random() < cfg.span_prob
+        spans.append(span_anchors(example.spans if use_spans else None, 0.0, frames, frame_rate))
+    length = max(t.shape[0] for t in token_list)
+    tokens = torch.zeros(len(examples), length, token_list[0].shape[-1])
+    token_mask = torch.zeros(len(examples), length, dtype=torch.bool)
+    for i, t in enumerate(token_list):
+        tokens[i, : t.shape[0]] = t
+        token_mask[i, : t.shape[0]] = True
+    return Conditioning(
+        cond=torch.stack(conds).to(device),
+        tokens=tokens.to(device),
+        token_mask=token_mask.to(device),
+        spans=torch.stack(spans).to(device),
+    )
+
+
+def _save_checkpoint(out: Path, model: SeparatorModel, optimizer, step: int, cfg: TrainConfig, losses: list[float]) -> None:
+    ckpt = out / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(ckpt, dtype=torch.float32)
+    tmp = ckpt / "optimizer.pt.tmp"
+    torch.save(optimizer.state_dict(), tmp)
+    tmp.replace(ckpt / "optimizer.pt")
+    (ckpt / "state.json").write_text(json.dumps({"step": step, "train": asdict(cfg), "losses": losses[-2000:]}))
+
+
+def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) a separator; writes ``cfg.out/checkpoint`` and ``cfg.out/final``."""
+    from dataengine.mixing import MixtureSampler
+    from encoders.codec import load_default_codec
+    from encoders.peav import load_default_prompt_encoder
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    codec = load_default_codec().to(device).eval()
+    prompt_encoder = load_default_prompt_encoder()
+    cache = PromptCache(prompt_encoder)
+    np_rng = np.random.default_rng(cfg.seed)
+    py_rng = random.Random(cfg.seed)
+    sampler = MixtureSampler(cfg.data, split="train", seed=cfg.seed, seconds=cfg.seconds, rate=codec.sample_rate, augment=True)
+    pool = LatentPool(sampler, codec, cfg.pool, cfg.seconds, np_rng, device)
+
+    ckpt = out / "checkpoint"
+    step, losses = 0, []
+    if resume and (ckpt / "state.json").exists():
+        model = SeparatorModel.from_pretrained(ckpt).train()
+        state = json.loads((ckpt / "state.json").read_text())
+        step, losses = state["step"], state.get("losses", [])
+    else:
+        model = SeparatorModel(
+            SeparatorConfig(
+                latent_dim=codec.latent_dim,
+                cond_dim=prompt_encoder.embed_dim,
+                token_dim=prompt_encoder.embed_dim,
+                visual_dim=prompt_encoder.embed_dim,
+                hidden_dim=cfg.hidden_dim,
+                num_layers=cfg.num_layers,
+                objective=cfg.objective,
+            )
+        )
+        mean, std = _latent_stats(pool)
+        model.latent_mean.copy_(mean)
+        model.latent_std.copy_(std)
+    model = model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    if resume and (ckpt / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / cfg.steps)))
+    )
+    for _ in range(step):
+        schedule.step()
+    use_images = _visual_tower_trained(prompt_encoder)
+    started = time.monotonic()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train separator ({cfg.objective})")
+    while step < cfg.steps:
+        examples = pool.batch(cfg.batch)
+        mixture = model.normalize(torch.stack([e.mixture for e in examples]).to(device))
+        raw = torch.stack([e.sources for e in examples]).to(device)
+        sources = torch.cat([model.normalize(s) for s in raw.chunk(2, -1)], dim=-1)
+        conditioning = _conditioning(
+            examples, cache, cfg, mixture.shape[1], codec.frame_rate, py_rng, use_images, device
+        )
+        if cfg.objective == "flow":
+            loss, _ = flow_matching_loss(model, mixture, sources, conditioning)
+        else:
+            loss, _ = regression_loss(model, mixture, sources, conditioning)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        losses.append(float(loss))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        pool.refresh(cfg.refresh)
+        if step % cfg.save_every == 0:
+            _save_checkpoint(out, model, optimizer, step, cfg, losses)
+        if cfg.minutes and (time.monotonic() - started) > cfg.minutes * 60:
+            break
+    bar.close()
+    _save_checkpoint(out, model, optimizer, step, cfg, losses)
+    model.eval().save_pretrained(out / "final")
+    return out / "final"
