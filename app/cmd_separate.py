@@ -1,0 +1,162 @@
+"""``promptsep separate`` and ``promptsep train separator``: thin commands over separation/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from encoders.audio_io import load_audio, save_audio
+from encoders.errors import PromptError, PromptsepError
+
+
+def _parse_span(text: str) -> tuple[float, float]:
+    try:
+        start, end = (float(x) for x in text.split(":"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"bad span {text!r}: use START:END in seconds, e.g. 1.5:4") from error
+    return start, end
+
+
+def register(commands, train_commands) -> None:
+    p = commands.add_parser(
+        "separate",
+        help="separate prompted sounds from audio or video files",
+        description=(
+            "Separate the prompted sound from each FILE (audio, or a video's soundtrack). Writes "
+            "OUT/<name>/target.wav and residual.wav at the input's rate, channels and length "
+            "(target_1.wav, target_2.wav, ... with several prompts, plus prompts.json). "
+            "With --manifest, reads a JSONL manifest and writes OUT/<id>/ per line."
+        ),
+    )
+    p.add_argument("files", nargs="*", type=Path, help="audio or video files")
+    p.add_argument("--prompt", "-p", action="append", default=[], help="text prompt; repeat for several targets")
+    p.add_argument("--image", action="append", default=[], type=Path, help="picture of the source (one more target each)")
+    p.add_argument("--video", action="append", default=[], type=Path, help="video of the source (one more target each)")
+    p.add_argument("--span", action="append", default=[], type=_parse_span, help="START:END seconds where the target sounds; applies to every prompt")
+    p.add_argument("--manifest", type=Path, help="JSONL manifest (DESIGN.md format) instead of FILE/--prompt")
+    p.add_argument("--out", "-o", type=Path, required=True, help="output folder")
+    p.add_argument("--candidates", "-k", type=int, default=1, help="candidates per prompt; the judge picks one")
+    p.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the embedded one)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--plain", action="store_true", help="write the decoded codec output instead of the mixture-consistent masked output")
+    p.add_argument("--steps", type=int, default=None, help="ODE steps for a flow-matching separator")
+    p.set_defaults(func=run_separate)
+
+    t = train_commands.add_parser("separator", help="train the separator on data-engine mixtures", description="Train the latent separator (resumable).")
+    t.add_argument("--data", default="data", help="data-engine folder (promptsep data build)")
+    t.add_argument("--out", default="runs/separator")
+    t.add_argument("--objective", choices=["regression", "flow"], default="regression")
+    t.add_argument("--steps", type=int, default=20000)
+    t.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: run all steps)")
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--pool", type=int, default=1024, help="encoded mixtures kept in the streaming pool")
+    t.add_argument("--hidden-dim", type=int, default=256)
+    t.add_argument("--num-layers", type=int, default=6)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--resume", action="store_true")
+    t.set_defaults(func=run_train)
+
+
+def _prompts(args) -> list:
+    from separation.inference import Prompt
+
+    spans = args.span or None
+    prompts = [Prompt(text=t, spans=spans) for t in args.prompt]
+    prompts += [Prompt(image=str(i), spans=spans) for i in args.image]
+    prompts += [Prompt(video=str(v), spans=spans) for v in args.video]
+    return prompts
+
+
+def _write(result, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    if len(result.prompts) == 1:
+        written.append(save_audio(folder / "target.wav", result.targets[0], result.sample_rate))
+    else:
+        for i, target in enumerate(result.targets, start=1):
+            written.append(save_audio(folder / f"target_{i}.wav", target, result.sample_rate))
+        (folder / "prompts.json").write_text(
+            json.dumps([{"file": f"target_{i}.wav", "prompt": p.describe()} for i, p in enumerate(result.prompts, 1)], indent=2)
+        )
+    written.append(save_audio(folder / "residual.wav", result.residual, result.sample_rate))
+    return written
+
+
+def _jobs(args) -> list[tuple[str, Path, list]]:
+    """(name, audio path, prompts) per job, validated before any model is loaded."""
+    from separation.inference import Prompt
+
+    if args.manifest:
+        if args.files or args.prompt:
+            raise PromptError("give either --manifest or FILE... with --prompt, not both")
+        if not args.manifest.is_file():
+            raise PromptError(f"{args.manifest}: no such manifest")
+        root, jobs = args.manifest.parent, []
+        for number, line in enumerate(args.manifest.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise PromptError(f"{args.manifest}:{number}: not JSON ({error.msg})") from error
+            if "audio" not in item:
+                raise PromptError(f"{args.manifest}:{number}: no 'audio' field")
+            image = root / item["image"] if item.get("image") and not item.get("prompt") else None
+            video = root / item["video"] if item.get("video") else None
+            prompt = Prompt(text=item.get("prompt"), image=str(image) if image else None, video=video, spans=item.get("spans"))
+            jobs.append((str(item.get("id", Path(item["audio"]).stem)), root / item["audio"], [prompt]))
+        return jobs
+    if not args.files:
+        raise PromptError("give audio/video FILEs (or --manifest)")
+    prompts = _prompts(args)
+    if not prompts:
+        raise PromptError("give at least one --prompt, --image or --video")
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        raise PromptError(f"no such file: {', '.join(missing)}")
+    names = [f.stem for f in args.files]
+    if len(set(names)) != len(names):
+        names = [f"{f.parent.name}_{f.stem}" for f in args.files]
+    return [(n, f, prompts) for n, f in zip(names, args.files)]
+
+
+def run_separate(args) -> int:
+    from separation.inference import InferenceConfig, Separator
+
+    jobs = _jobs(args)
+    config = InferenceConfig(mixture_consistent=not args.plain)
+    if args.steps:
+        config.steps = args.steps
+    separator = Separator.from_pretrained(args.bundle, device=args.device, config=config)
+    failures = 0
+    for name, path, prompts in tqdm(jobs, desc="separating", unit="file", disable=len(jobs) < 2):
+        try:
+            wav, rate = load_audio(path)
+            result = separator.separate(wav, rate, prompts, candidates=args.candidates)
+            written = _write(result, args.out / name)
+        except PromptsepError as error:
+            failures += 1
+            tqdm.write(f"promptsep: error: {error}")
+            continue
+        tqdm.write(f"{path} -> " + ", ".join(str(w) for w in written))
+    if failures:
+        print(f"promptsep: {failures} of {len(jobs)} inputs failed")
+    return 1 if failures else 0
+
+
+def run_train(args) -> int:
+    from separation.train import TrainConfig, train_separator
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, objective=args.objective, steps=args.steps, minutes=args.minutes,
+        batch=args.batch, lr=args.lr, pool=args.pool, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
+        seed=args.seed, device=args.device,
+    )
+    final = train_separator(cfg, resume=args.resume)
+    print(f"separator written to {final}")
+    return 0
