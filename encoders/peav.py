@@ -60,7 +60,7 @@ from transformers import (
 )
 
 from encoders.errors import PromptError, WeightsError
-from encoders.prompts import VisualPreprocessing, load_image_frames
+from encoders.prompts import VisualPreprocessing, load_image_frames, load_visual_prompt
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -145,6 +145,7 @@ class PromptEncoderConfig:
         sample_rate: rate of waveforms given to :meth:`PromptEncoder.embed_audio`.
         max_text_tokens: prompts are truncated to this many tokens.
         image_size, image_mean, image_std, num_frames: visual preprocessing.
+        visual_trained: the visual tower has been trained (picture prompts are meaningful).
     """
 
     peav: dict
@@ -159,6 +160,7 @@ class PromptEncoderConfig:
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     num_frames: int = 8
+    visual_trained: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -302,6 +304,7 @@ class PromptEncoder(nn.Module):
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
+        self._frontend_error: str | None = None
 
     # ----------------------------------------------------------------------------------- towers
     @property
@@ -330,6 +333,11 @@ class PromptEncoder(nn.Module):
     @property
     def sample_rate(self) -> int:
         return self.config.sample_rate
+
+    @property
+    def visual_trained(self) -> bool:
+        """Whether picture/video prompts are meaningful (the visual tower was trained)."""
+        return self.config.visual_trained
 
     @property
     def hop_length(self) -> int:
@@ -429,6 +437,8 @@ class PromptEncoder(nn.Module):
             if mask is not None:
                 mask = repeat(mask, "b t -> b (t hop)", hop=self.hop_length)
             return audio.to(self.device), mask.to(self.device) if mask is not None else None
+        if self._frontend_error is not None:
+            raise WeightsError(f"cannot embed waveforms: {self._frontend_error}")
         if audio.dim() == 2:
             audio = audio.unsqueeze(1)
         if audio.dim() != 3 or audio.shape[1] != 1:
@@ -498,6 +508,10 @@ class PromptEncoder(nn.Module):
     def image_frames(self, images: Sequence[str | os.PathLike | Image.Image]) -> Tensor:
         """Read and preprocess pictures into one-frame videos ``(B, 1, 3, S, S)``."""
         return load_image_frames(images, self.config.visual)
+
+    def video_frames(self, path: str | os.PathLike) -> Tensor:
+        """Read a picture or video file as frames ``(F, 3, S, S)`` preprocessed for this model."""
+        return load_visual_prompt(path, self.config.visual)
 
     def embed_image(self, images: Sequence[str | os.PathLike | Image.Image]) -> Tensor:
         """Pictures (paths or PIL images) -> L2-normalised embeddings ``(B, E)`` (one-frame videos)."""
@@ -600,7 +614,10 @@ class PromptEncoder(nn.Module):
             tokenizer = None
         encoder = cls(config, model, tokenizer)
         if config.audio_frontend == "codec":
-            encoder.attach_codec(codec)
+            if codec is None:
+                encoder._attach_default_codec_if_present()
+            else:
+                encoder.attach_codec(codec)
         if config.fixed_text_heads:
             encoder.set_fixed_text_heads()
         encoder.freeze_pretrained()
@@ -617,6 +634,18 @@ class PromptEncoder(nn.Module):
         encoder = cls.build(config, codec)
         encoder.init_logit_scales()
         return encoder
+
+    def _attach_default_codec_if_present(self) -> None:
+        """Attach the shipped default codec; if it is missing, text/visual/latent embeddings still
+        work and only the waveform path raises (with the reason)."""
+        from encoders.codec import load_default_codec
+
+        try:
+            codec = load_default_codec()
+        except WeightsError as error:
+            self._frontend_error = str(error)
+            return
+        self.attach_codec(codec)
 
     def attach_codec(self, codec=None) -> None:
         """Load a promptsep codec's encoder (+ mean half of its bottleneck) into the DAC front end."""
@@ -640,6 +669,7 @@ class PromptEncoder(nn.Module):
                     "use the codec the bundle was trained with"
                 )
             encoder.load_state_dict(state, strict=False)
+        self._frontend_error = None
 
     # ----------------------------------------------------------------------------------- persistence
     def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = torch.float16) -> Path:
@@ -743,6 +773,7 @@ class PromptEncoder(nn.Module):
             text_weights="bundle",
             audio_frontend="bundle",
             fixed_text_heads=False,
+            visual_trained=True,
             sample_rate=_official_sample_rate(folder),
             image_size=visual.image_size,
             image_mean=list(visual.mean),

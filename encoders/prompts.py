@@ -153,6 +153,12 @@ def read_video_frames(path: str | os.PathLike, prep: VisualPreprocessing) -> tor
     return torch.stack([pixels_to_tensor(_flatten_alpha(decoded[i]), prep) for i in picks])
 
 
+def load_video_frames(path: str | os.PathLike, prep: VisualPreprocessing | None = None) -> torch.Tensor:
+    """Frames ``(F, 3, S, S)`` of a video (or a picture) with the embedded default's preprocessing
+    unless ``prep`` is given (prefer ``PromptEncoder.video_frames``, which uses the model's own)."""
+    return load_visual_prompt(path, prep or VisualPreprocessing())
+
+
 def load_visual_prompt(path: str | os.PathLike, prep: VisualPreprocessing) -> torch.Tensor:
     """Read a picture or a video file, whichever ``path`` is.
 
