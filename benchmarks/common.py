@@ -1,0 +1,166 @@
+"""Small helpers every benchmark shares: manifests, summaries, markdown tables, JSON, speed and memory.
+
+Benchmarks run from the repository root as modules (``python -m benchmarks.separation ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+PATH_KEYS = ("audio", "image", "video", "target", "residual")
+DEFAULT_MANIFEST = Path("data") / "test.jsonl"
+
+
+def resolve_row(row: dict, root: Path) -> dict:
+    """A manifest line with its path fields (``PATH_KEYS``) made absolute against ``root``.
+
+    Empty or null paths stay ``None``; absolute paths are kept as they are.
+    """
+    out = dict(row)
+    for key in PATH_KEYS:
+        value = row.get(key)
+        if value:
+            path = Path(value)
+            out[key] = str(path if path.is_absolute() else (root / path))
+        else:
+            out[key] = None
+    return out
+
+
+def read_manifest(path: str | Path, limit: int | None = None) -> list[dict]:
+    """The lines of a JSONL manifest (paths resolved relative to its folder), at most ``limit``.
+
+    Raises ``FileNotFoundError`` naming the file when it does not exist and ``ValueError`` naming
+    the line number for a line that is not a JSON object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"manifest {path} does not exist (build the data with `promptsep data build`)"
+        )
+    rows: list[dict] = []
+    with path.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object per line")
+            rows.append(resolve_row(row, path.parent))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def summarize(values: Iterable[float]) -> dict[str, float | int | None]:
+    """Median, mean and count of the finite values (``None`` where there are none)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return {"median": None, "mean": None, "n": 0}
+    return {"median": float(np.median(finite)), "mean": float(np.mean(finite)), "n": len(finite)}
+
+
+def format_cell(value: Any, digits: int = 2) -> str:
+    """Numbers with ``digits`` decimals, ``None``/NaN as an em dash, everything else as ``str``."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "—" if not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 2) -> str:
+    """A GitHub markdown table; numbers right-aligned, text left-aligned."""
+    if any(len(row) != len(headers) for row in rows):
+        raise ValueError("every row needs one cell per header")
+    numeric = [
+        all(isinstance(row[i], (int, float, np.number)) or row[i] is None for row in rows) and bool(rows)
+        for i in range(len(headers))
+    ]
+    lines = ["| " + " | ".join(headers) + " |"]
+    lines.append("|" + "|".join("---:" if num else "---" for num in numeric) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(format_cell(cell, digits) for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically (NaN/Inf become ``null``, numpy scalars plain numbers)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(_jsonable(data), handle, indent=2, allow_nan=False)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def real_time_factor(fn: Callable[[], Any], audio_seconds: float, repeats: int = 1) -> float:
+    """Wall-clock seconds of ``fn()`` (best of ``repeats``) divided by the audio's duration."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best / audio_seconds
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_json_subprocess(module: str, args: Sequence[str], timeout: float | None = None) -> dict:
+    """Run ``python -m module args...`` in a fresh interpreter and parse the JSON object on its last
+    stdout line (used to measure peak memory per input length without earlier runs polluting it).
+
+    Returns ``{"error": ...}`` when the child fails or times out.
+    """
+    cmd = [sys.executable, "-m", module, *args]
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {done.returncode}: " + " / ".join(tail)}
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {"error": f"no JSON on the last line: {lines[-1][:200]}"}

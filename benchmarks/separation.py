@@ -1,0 +1,370 @@
+"""Separation quality, speed and memory of promptsep beside references and baselines.
+
+    python -m benchmarks.separation --manifest data/test.jsonl --json out/separation.json \
+        [--limit N] [--baselines runs/baselines] [--long] [--no-speed]
+
+Quality (per manifest line, target track, mono at the model rate): SI-SDRi and museval
+SDR/SIR/SAR for
+
+- ``mixture``: the unprocessed mixture as the estimate (SI-SDRi 0 by definition);
+- ``codec_oracle``: ``decode(encode(target))`` with the default codec (its ceiling on quality);
+- ``oracle_irm``: the ideal ratio mask ``|T| / (|T| + |R|)`` on the mixture STFT;
+- ``promptsep_text`` / ``promptsep_visual``: the shipped separator with the line's text prompt or
+  its picture (``image``);
+- ``convtasnet`` (oracle choice of its two outputs) and ``lass`` (text-conditioned mask net), the
+  baselines trained by ``separation.baselines_train``, loaded from ``--baselines DIR/<name>``.
+
+Medians and means per system, overall and per ``group`` (falling back to ``category``).
+Speed: real-time factor of ``Separator.separate`` on 2 CPU threads and peak RSS, for 10 s and
+10 min synthetic inputs (and 60 min with ``--long``), each length in its own process; batched
+throughput on CUDA when a GPU is present. Prints markdown tables and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from benchmarks.common import (
+    DEFAULT_MANIFEST,
+    markdown_table,
+    peak_rss_mb,
+    read_manifest,
+    run_json_subprocess,
+    summarize,
+    write_json,
+)
+from encoders.audio_io import load_audio
+from separation.metrics import bss_eval, si_sdri
+
+SAMPLE_RATE = 16000
+METRICS = ("si_sdri", "sdr", "sir", "sar")
+SPEED_SECONDS = (10.0, 600.0)
+LONG_SECONDS = 3600.0
+IRM_N_FFT = 512
+IRM_HOP = 128
+SPEED_PROMPT = "dog barking"
+
+# (target estimate (N,), residual estimate (N,)) from one manifest row and its loaded audio
+System = Callable[[dict, dict[str, torch.Tensor]], "tuple[torch.Tensor, torch.Tensor] | None"]
+
+
+# ------------------------------------------------------------------------------------ references
+def oracle_irm(
+    mixture: torch.Tensor, target: torch.Tensor, residual: torch.Tensor, power: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ideal ratio mask ``|T|^p / (|T|^p + |R|^p)`` applied to the mixture STFT (mixture phase).
+
+    Shape:
+        all ``(N,)`` -> target, residual ``(N,)``; target + residual == mixture.
+    """
+    window = torch.hann_window(IRM_N_FFT)
+
+    def spec(x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(x, IRM_N_FFT, IRM_HOP, window=window, return_complex=True)
+
+    t_mag, r_mag = spec(target).abs().pow(power), spec(residual).abs().pow(power)
+    mask = t_mag / (t_mag + r_mag).clamp_min(1e-8)
+    estimate = torch.istft(spec(mixture) * mask, IRM_N_FFT, IRM_HOP, window=window, length=mixture.shape[-1])
+    return estimate, mixture - estimate
+
+
+def score(
+    estimate: torch.Tensor, residual_estimate: torch.Tensor, audio: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """SI-SDRi and museval SDR/SIR/SAR of one target estimate; ``(N,)`` tensors."""
+    out = {"si_sdri": float(si_sdri(estimate.double(), audio["target"].double(), audio["mixture"].double()))}
+    try:
+        bss = bss_eval(
+            estimate.numpy(),
+            residual_estimate.numpy(),
+            audio["target"].numpy(),
+            audio["residual"].numpy(),
+            SAMPLE_RATE,
+        )
+        out.update(sdr=bss.sdr, sir=bss.sir, sar=bss.sar)
+    except Exception:  # noqa: BLE001 - museval rejects silent references; the item keeps its SI-SDRi
+        out.update(sdr=math.nan, sir=math.nan, sar=math.nan)
+    return out
+
+
+# ------------------------------------------------------------------------------------ systems
+def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, System]:
+    """Every system that can run here; what cannot is named in ``notes``."""
+    systems: dict[str, System] = {
+        "mixture": lambda row, a: (a["mixture"], a["mixture"]),
+        "oracle_irm": lambda row, a: oracle_irm(a["mixture"], a["target"], a["residual"]),
+    }
+    try:
+        from encoders.codec import load_default_codec
+
+        codec = load_default_codec().eval()
+
+        @torch.no_grad()
+        def codec_oracle(row: dict, a: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            n = a["target"].shape[-1]
+            both = torch.stack([a["target"], a["residual"]])[:, None]
+            decoded = codec.decode(codec.encode(both), length=n)[:, 0]
+            return decoded[0], decoded[1]
+
+        systems["codec_oracle"] = codec_oracle
+    except Exception as error:  # noqa: BLE001
+        notes.append(f"codec_oracle skipped: {error}")
+
+    try:
+        from separation.inference import Prompt, Separator
+
+        separator = Separator.from_pretrained()
+
+        def promptsep(kind: str) -> System:
+            @torch.no_grad()
+            def run(row: dict, a: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+                if kind == "text":
+                    if not row.get("prompt"):
+                        return None
+                    prompt = Prompt(text=row["prompt"])
+                else:
+                    if not row.get("image"):
+                        return None
+                    prompt = Prompt(image=row["image"])
+                res = separator.separate(a["mixture"][None], SAMPLE_RATE, [prompt])
+                return res.targets[0, 0].float(), res.residual[0].float()
+
+            return run
+
+        systems["promptsep_text"] = promptsep("text")
+        systems["promptsep_visual"] = promptsep("visual")
+    except Exception as error:  # noqa: BLE001
+        notes.append(f"promptsep skipped: {type(error).__name__}: {error}")
+
+    if baselines_dir is not None:
+        from separation.baselines import BASELINE_NAMES, load_baseline
+
+        for name in BASELINE_NAMES:
+            folder = baselines_dir / name
+            if not (folder / "model.safetensors").is_file():
+                print(f"baseline {name}: not trained ({folder})")
+                notes.append(f"{name} not trained ({folder})")
+                continue
+            baseline = load_baseline(folder)
+
+            def run_baseline(
+                row: dict, a: dict[str, torch.Tensor], baseline=baseline
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+                target, residual = baseline.separate(
+                    a["mixture"][None], [row.get("prompt") or ""], a["target"][None]
+                )
+                return target[0], residual[0]
+
+            systems[name] = run_baseline
+    return systems
+
+
+def load_row_audio(row: dict) -> dict[str, torch.Tensor]:
+    """Mixture, target and residual of a manifest row, mono float32 ``(N,)`` at ``SAMPLE_RATE``."""
+    audio = {}
+    for key, field in (("mixture", "audio"), ("target", "target"), ("residual", "residual")):
+        wav, _ = load_audio(row[field], sample_rate=SAMPLE_RATE, channels=1)
+        audio[key] = wav[0]
+    n = min(v.shape[-1] for v in audio.values())
+    return {k: v[:n] for k, v in audio.items()}
+
+
+def evaluate_quality(rows: list[dict], systems: dict[str, System]) -> tuple[dict, list[dict]]:
+    """Score every system on every row; returns (summary per system and group, per-item records)."""
+    records: list[dict] = []
+    for row in tqdm(rows, desc="separation", unit="mix"):
+        if not row.get("target") or not row.get("residual"):
+            continue
+        audio = load_row_audio(row)
+        group = row.get("group") or row.get("category") or "all"
+        for name, system in systems.items():
+            start = time.perf_counter()
+            out = system(row, audio)
+            if out is None:
+                continue
+            estimate, residual = out
+            record = {
+                "id": row.get("id"),
+                "system": name,
+                "group": group,
+                "seconds": time.perf_counter() - start,
+            }
+            record.update(score(estimate.detach().float(), residual.detach().float(), audio))
+            records.append(record)
+    summary: dict = {}
+    for name in systems:
+        mine = [r for r in records if r["system"] == name]
+        groups = defaultdict(list)
+        for r in mine:
+            groups[r["group"]].append(r)
+        summary[name] = {
+            "overall": {m: summarize(r[m] for r in mine) for m in METRICS},
+            "groups": {
+                g: {m: summarize(r[m] for r in rs) for m in METRICS} for g, rs in sorted(groups.items())
+            },
+        }
+    return summary, records
+
+
+def quality_tables(summary: dict) -> str:
+    """Markdown: one row per system (medians + SI-SDRi mean), then SI-SDRi medians per group."""
+    headers = ["system", "SI-SDRi med", "SI-SDRi mean", "SDR med", "SIR med", "SAR med", "n"]
+    rows = []
+    for name, data in summary.items():
+        o = data["overall"]
+        rows.append(
+            [
+                name,
+                o["si_sdri"]["median"],
+                o["si_sdri"]["mean"],
+                o["sdr"]["median"],
+                o["sir"]["median"],
+                o["sar"]["median"],
+                o["si_sdri"]["n"],
+            ]
+        )
+    text = markdown_table(headers, rows)
+    groups = sorted({g for data in summary.values() for g in data["groups"]})
+    if groups:
+        names = list(summary)
+        group_rows = [
+            [g] + [summary[n]["groups"].get(g, {}).get("si_sdri", {}).get("median") for n in names]
+            for g in groups
+        ]
+        text += "\n\nSI-SDRi median (dB) per group\n\n" + markdown_table(["group", *names], group_rows)
+    return text
+
+
+# ------------------------------------------------------------------------------------ speed
+def speed_worker(seconds: float, threads: int) -> dict:
+    """Time one ``Separator.separate`` call on ``seconds`` of synthetic audio; report RTF and peak RSS."""
+    torch.set_num_threads(threads)
+    from separation.inference import Prompt, Separator
+
+    separator = Separator.from_pretrained()
+    rss_loaded = peak_rss_mb()
+    generator = torch.Generator().manual_seed(0)
+    wav = 0.1 * torch.randn(1, int(seconds * SAMPLE_RATE), generator=generator)
+    start = time.perf_counter()
+    with torch.no_grad():
+        separator.separate(wav, SAMPLE_RATE, [Prompt(text=SPEED_PROMPT)])
+    elapsed = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "threads": threads,
+        "wall_s": elapsed,
+        "rtf": elapsed / seconds,
+        "rss_after_load_mb": rss_loaded,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def cuda_throughput(seconds: float = 10.0, batch: int = 8) -> dict:
+    """× real time of batched separation on CUDA (``batch`` mixtures of ``seconds`` in one call each)."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device"}
+    from separation.inference import Prompt, Separator
+
+    try:
+        separator = Separator.from_pretrained(device="cuda")
+    except TypeError:
+        return {"skipped": "Separator.from_pretrained has no device argument"}
+    wav = 0.1 * torch.randn(1, int(seconds * SAMPLE_RATE), device="cuda")
+    prompts = [Prompt(text=SPEED_PROMPT)]
+    separator.separate(wav, SAMPLE_RATE, prompts)  # warm-up
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(batch):
+        separator.separate(wav, SAMPLE_RATE, prompts)
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    return {"x_real_time": batch * seconds / elapsed, "device": torch.cuda.get_device_name()}
+
+
+def measure_speed(lengths: list[float], threads: int, timeout: float | None) -> list[dict]:
+    """One fresh process per length so that its peak RSS belongs to that length alone."""
+    results = []
+    for seconds in tqdm(lengths, desc="speed", unit="length"):
+        out = run_json_subprocess(
+            "benchmarks.separation", ["--speed-worker", str(seconds), "--threads", str(threads)], timeout
+        )
+        out.setdefault("seconds", seconds)
+        results.append(out)
+    return results
+
+
+def speed_table(results: list[dict]) -> str:
+    rows = [
+        [
+            f"{r['seconds'] / 60:.1f} min" if r["seconds"] >= 60 else f"{r['seconds']:.0f} s",
+            r.get("rtf"),
+            r.get("rss_after_load_mb"),
+            r.get("peak_rss_mb"),
+            r.get("error", ""),
+        ]
+        for r in results
+    ]
+    return markdown_table(["input", "RTF", "RSS after load MiB", "peak RSS MiB", "note"], rows, digits=3)
+
+
+# ------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", default=str(DEFAULT_MANIFEST))
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N manifest lines")
+    parser.add_argument(
+        "--baselines", default=None, help="folder with convtasnet/ and lass/ (runs/baselines)"
+    )
+    parser.add_argument("--long", action="store_true", help="also time a 60 min input")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
+    parser.add_argument("--no-quality", action="store_true", help="skip the quality measurements")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--speed-timeout", type=float, default=3600.0, help="seconds per speed subprocess")
+    parser.add_argument("--speed-worker", type=float, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.speed_worker is not None:
+        print(json.dumps(speed_worker(args.speed_worker, args.threads)))
+        return 0
+    torch.set_num_threads(args.threads)
+    notes: list[str] = []
+    result: dict = {"manifest": args.manifest, "notes": notes}
+    if not args.no_quality:
+        rows = read_manifest(args.manifest, args.limit)
+        systems = build_systems(Path(args.baselines) if args.baselines else None, notes)
+        summary, records = evaluate_quality(rows, systems)
+        result.update(quality=summary, items=records)
+        print(quality_tables(summary))
+    if not args.no_speed:
+        lengths = list(SPEED_SECONDS) + ([LONG_SECONDS] if args.long else [])
+        speed = measure_speed(lengths, args.threads, args.speed_timeout)
+        result["speed"] = speed
+        try:
+            result["cuda"] = cuda_throughput()
+        except Exception as error:  # noqa: BLE001
+            result["cuda"] = {"skipped": f"{type(error).__name__}: {error}"}
+        print("\n" + speed_table(speed))
+        print(f"\nCUDA batched throughput: {result['cuda']}")
+    for note in notes:
+        print(f"note: {note}")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
