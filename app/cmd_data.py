@@ -1,0 +1,36 @@
+"""``promptsep data build``: build the offline data set from installed packages."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from dataengine.build import BuildConfig, build
+    from dataengine.sources import SOURCES
+
+    names = tuple(s.strip() for s in args.sources.split(",") if s.strip()) if args.sources else tuple(SOURCES)
+    config = BuildConfig(out=Path(args.out), seed=args.seed, sources=names, rate=args.rate, small=args.small,
+                         root=Path(args.root), workers=args.workers)
+    result = build(config)
+    print(result.report.read_text(encoding="utf-8"))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, train_commands: argparse._SubParsersAction) -> None:
+    """Add ``data build`` to the CLI."""
+    from dataengine.sources import SOURCES
+
+    data = commands.add_parser("data", help="build the offline data set (source library, mixtures, report)")
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION")
+    actions.required = True
+    parser = actions.add_parser("build", help="build or update the data set from installed Debian/pip packages")
+    parser.add_argument("--out", required=True, help="output folder (e.g. data)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of splits, mixtures and choices (default 0)")
+    parser.add_argument("--sources", default="", help=f"comma-separated subset of: {','.join(SOURCES)}")
+    parser.add_argument("--rate", type=int, default=16_000, help="sample rate of clips and mixtures (default 16000)")
+    parser.add_argument("--small", action="store_true", help="a few clips per source and few mixtures (< 2 min)")
+    parser.add_argument("--root", default="/", help="folder the installed packages live under (tests use fakes)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.set_defaults(func=_run_build)

@@ -1,0 +1,94 @@
+"""Visual prompts: emoji rendered per category (with variants) and copies of stamp pictures."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dataengine.vocabulary import CATEGORIES
+
+EMOJI_FONT = "usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
+EMOJI_SIZE = 109  # the only size the bitmap colour font has
+IMAGE_SIZE = 160
+VARIANTS = 4
+
+
+def _rng(*parts: object) -> np.random.Generator:
+    digest = hashlib.sha1(":".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def render_glyph(text: str, font: ImageFont.FreeTypeFont | None) -> Image.Image:
+    """The emoji as an RGBA image cropped to its content; a text label when the font lacks it."""
+    canvas = Image.new("RGBA", (EMOJI_SIZE * 3, EMOJI_SIZE * 2), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    if font is not None:
+        draw.text((8, 8), text, font=font, embedded_color=True)
+    box = canvas.getbbox()
+    if box is None:
+        return canvas
+    return canvas.crop(box)
+
+
+def render_variant(glyph: Image.Image, label: str, rng: np.random.Generator) -> Image.Image:
+    """Place a glyph on a random pastel background with a random scale and rotation. ``(S, S)`` RGB."""
+    background = tuple(int(v) for v in rng.integers(150, 256, size=3))
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), background)
+    if glyph.getbbox() is None:  # no glyph: write the label
+        ImageDraw.Draw(image).text((10, IMAGE_SIZE // 2 - 6), label, fill=(0, 0, 0))
+        return image
+    scale = float(rng.uniform(0.55, 0.95)) * IMAGE_SIZE / max(glyph.size)
+    glyph = glyph.resize((max(1, int(glyph.width * scale)), max(1, int(glyph.height * scale))), Image.LANCZOS)
+    glyph = glyph.rotate(float(rng.uniform(-25, 25)), resample=Image.BICUBIC, expand=True)
+    x = int(rng.integers(0, max(1, IMAGE_SIZE - glyph.width + 1)))
+    y = int(rng.integers(0, max(1, IMAGE_SIZE - glyph.height + 1)))
+    image.paste(glyph, (x, y), glyph)
+    return image
+
+
+def emoji_path(out: Path, category: str, variant: int) -> Path:
+    return out / "images" / "emoji" / f"{category.replace(' ', '-')}_{variant}.png"
+
+
+def render_emoji_set(out: Path, root: Path, seed: int, variants: int = VARIANTS) -> dict[str, list[str]]:
+    """Render ``variants`` PNGs per category under ``out/images/emoji``; skip existing files.
+
+    Returns category -> relative paths. Without the emoji font, the category name is drawn.
+    """
+    font_path = root / EMOJI_FONT
+    font = None
+    if font_path.is_file():
+        try:
+            font = ImageFont.truetype(str(font_path), EMOJI_SIZE)
+        except OSError:
+            font = None
+    result: dict[str, list[str]] = {}
+    for name, entry in CATEGORIES.items():
+        glyph = None
+        paths = []
+        for variant in range(variants):
+            path = emoji_path(out, name, variant)
+            if not path.exists():
+                if glyph is None:
+                    glyph = render_glyph(entry.emoji, font)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                render_variant(glyph, name, _rng(seed, name, variant)).save(path)
+            paths.append(str(path.relative_to(out)))
+        result[name] = paths
+    return result
+
+
+def copy_picture(source: Path, destination: Path, size: int = IMAGE_SIZE) -> None:
+    """Copy a stamp picture as an RGB PNG on white, fitted into ``size`` x ``size``."""
+    if destination.exists():
+        return
+    with Image.open(source) as picture:
+        picture = picture.convert("RGBA")
+        picture.thumbnail((size, size), Image.LANCZOS)
+        canvas = Image.new("RGB", (size, size), (255, 255, 255))
+        canvas.paste(picture, ((size - picture.width) // 2, (size - picture.height) // 2), picture)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        canvas.save(destination)

@@ -1,0 +1,557 @@
+"""Source extractors: which installed files become library clips, with which category.
+
+Every source reads installed files only, below a ``root`` folder (``/`` normally; tests point
+it at a fake tree). A source lists :class:`RawItem` records cheaply; the builder then loads
+each item with a named loader (in worker processes) and processes the audio.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from dataengine import speech
+from dataengine.audio import decode, read_file
+from dataengine.rcc import RccArchive
+from dataengine.vocabulary import categorize
+
+AUDIO_SUFFIXES = (".wav", ".ogg", ".mp3", ".flac", ".aiff", ".aif")
+
+
+@dataclass
+class RawItem:
+    """One source recording (or synthesis/render job) before processing.
+
+    ``key`` is the split unit (the source file); ``category`` may be ``None`` when the loader
+    decides per stem (music rendering).
+    """
+
+    source: str
+    key: str
+    name: str
+    category: str | None
+    loader: str
+    args: dict
+    detail: str | None = None
+    image: str | None = None
+
+
+@dataclass
+class Stem:
+    """Loaded audio of one item (an item may yield several stems, e.g. score parts)."""
+
+    suffix: str
+    category: str | None
+    wav: np.ndarray
+    rate: int
+    detail: str | None = None
+
+
+@dataclass
+class Source:
+    """A data source: which packages provide it and how to list its items."""
+
+    name: str
+    packages: tuple[str, ...]
+    paths: tuple[str, ...]
+    lister: Callable[[Path, bool, int], list[RawItem]]
+    license: str
+    tools: tuple[tuple[str, str], ...] = ()  # (executable, apt package)
+    pip: tuple[tuple[str, str], ...] = ()  # (import name, pip package)
+    version: int = 1
+    description: str = ""
+    extra_paths: tuple[tuple[str, str], ...] = field(default=())  # (path, apt package) needed too
+
+    def missing(self, root: Path) -> list[str]:
+        """Human lines naming what is missing for this source (empty when available)."""
+        lines = []
+        for package, path in zip(self.packages, self.paths, strict=True):
+            if path and not (root / path).exists():
+                lines.append(f"missing Debian package {package} (no {root / path}); install: sudo apt-get install {package}")
+        for path, package in self.extra_paths:
+            if not (root / path).exists():
+                lines.append(f"missing Debian package {package} (no {root / path}); install: sudo apt-get install {package}")
+        for tool, package in self.tools:
+            if shutil.which(tool) is None:
+                lines.append(f"missing Debian package {package} (no `{tool}` on PATH); install: sudo apt-get install {package}")
+        for module, package in self.pip:
+            try:
+                __import__(module)
+            except ImportError:
+                lines.append(f"missing Python package {package}; install: .venv/bin/pip install {package}")
+        return lines
+
+    def package_version(self, root: Path) -> str:
+        """Versions of the providing Debian packages (dpkg), or a listing fingerprint for non-system roots."""
+        if str(root) == "/" and shutil.which("dpkg-query"):
+            result = subprocess.run(["dpkg-query", "-W", "-f=${Package}=${Version};", *self.packages],
+                                    capture_output=True, text=True)
+            return result.stdout.strip()
+        digest = hashlib.sha1()
+        for path in self.paths:
+            base = root / path
+            if base.is_file():
+                digest.update(f"{path}:{base.stat().st_size}".encode())
+            elif base.is_dir():
+                for entry in sorted(base.rglob("*")):
+                    if entry.is_file():
+                        digest.update(f"{entry.relative_to(root)}:{entry.stat().st_size}".encode())
+        return "files:" + digest.hexdigest()[:16]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "x"
+
+
+def _audio_files(base: Path) -> list[Path]:
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def _take(items: list[RawItem], small: bool, limit: int = 6) -> list[RawItem]:
+    """In small builds keep a few items spread over the categories."""
+    if not small:
+        return items
+    by_category: dict[str | None, list[RawItem]] = {}
+    for item in items:
+        by_category.setdefault(item.category, []).append(item)
+    picked = [group[0] for group in by_category.values()]
+    return picked[:limit]
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def load_file(path: str) -> list[Stem]:
+    wav, rate = read_file(path)
+    return [Stem("", None, wav, rate)]
+
+
+@lru_cache(maxsize=8)
+def _rcc(path: str) -> RccArchive:
+    return RccArchive.open(path)
+
+
+def load_rcc(archive: str, entry: str) -> list[Stem]:
+    rcc = _rcc(archive)
+    for candidate in rcc.entries:
+        if candidate.path == entry:
+            wav, rate = decode(rcc.read(candidate), f"{archive}:{entry}")
+            return [Stem("", None, wav, rate)]
+    raise FileNotFoundError(f"{archive}: no entry {entry}")
+
+
+def load_cat(path: str, index: int) -> list[Stem]:
+    entries = read_cat(Path(path))
+    title, blob = entries[index]
+    wav, rate = decode(blob, f"{path}#{index}")
+    return [Stem("", None, wav, rate)]
+
+
+def load_tts(command: list[str], stdin: str | None = None) -> list[Stem]:
+    with tempfile.TemporaryDirectory(prefix="promptsep-tts-") as folder:
+        out = os.path.join(folder, "out.wav")
+        argv = [part.replace("{out}", out) for part in command]
+        subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True, timeout=120)
+        wav, rate = read_file(out)
+    return [Stem("", None, wav, rate)]
+
+
+def load_music(score: str, soundfont: str, seed: int, max_parts: int) -> list[Stem]:
+    from dataengine.music import render_parts
+
+    return [Stem(suffix, category, wav, rate, detail) for suffix, category, wav, rate, detail
+            in render_parts(score, soundfont, seed, max_parts)]
+
+
+LOADERS: dict[str, Callable[..., list[Stem]]] = {
+    "file": load_file,
+    "rcc": load_rcc,
+    "cat": load_cat,
+    "tts": load_tts,
+    "music": load_music,
+}
+
+
+def load_item(item: RawItem) -> list[Stem]:
+    return LOADERS[item.loader](**item.args)
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def read_cat(path: Path) -> list[tuple[str, bytes]]:
+    """Entries of an OpenTTD sound ``.cat``: a table of (offset, size) u32 LE pairs (the offset's
+    top bit is a flag), then at each offset a length-prefixed title (u8 length, NUL-terminated)
+    followed by a WAV file of ``size - 1 - length`` bytes."""
+    blob = path.read_bytes()
+    if len(blob) < 8:
+        raise ValueError(f"{path}: too short for a sound catalogue")
+    first = struct.unpack_from("<I", blob, 0)[0] & 0x7FFFFFFF
+    count = first // 8
+    entries = []
+    for index in range(count):
+        offset, size = struct.unpack_from("<II", blob, 8 * index)
+        offset &= 0x7FFFFFFF
+        length = blob[offset]
+        title = blob[offset + 1 : offset + 1 + length].rstrip(b"\0").decode("latin-1")
+        audio = blob[offset + 1 + length : offset + size]
+        entries.append((title, audio))
+    return entries
+
+
+def build_cat(entries: list[tuple[str, bytes]]) -> bytes:
+    """Write an OpenTTD-style ``.cat`` (the inverse of :func:`read_cat`); used by tests."""
+    table = bytearray()
+    body = bytearray()
+    start = 8 * len(entries)
+    for title, audio in entries:
+        name = title.encode("latin-1") + b"\0"
+        record = bytes([len(name)]) + name + audio
+        table.extend(struct.pack("<II", (start + len(body)) | 0x80000000, len(record)))
+        body.extend(record)
+    return bytes(table + body)
+
+
+# --------------------------------------------------------------------------- listers
+
+
+def list_scratch(root: Path, small: bool, seed: int) -> list[RawItem]:
+    base = root / "usr/share/scratch/Media/Sounds"
+    items = []
+    for path in _audio_files(base):
+        folder = path.parent.name
+        stem = path.stem
+        if folder in ("Music Loops", "Instruments", "Percussion"):
+            name = categorize(stem, groups=("music",)) or "music"
+        elif folder == "Vocals":
+            name = categorize(stem, groups=("music",)) if "beat" in stem.lower() else "singing"
+        elif folder == "Electronic":
+            name = categorize(stem) or "laser"
+        else:
+            name = categorize(stem)
+        if name:
+            items.append(RawItem("scratch", f"scratch/{folder}/{stem}", f"{folder}-{stem}", name, "file",
+                                 {"path": str(path)}, detail=stem))
+    return _take(items, small)
+
+
+def list_gcompris(root: Path, small: bool, seed: int) -> list[RawItem]:
+    base = root / "usr/share/gcompris-qt/rcc"
+    items = []
+    for archive_path in sorted(base.glob("*.rcc")) if base.is_dir() else []:
+        try:
+            archive = _rcc(str(archive_path))
+        except ValueError:
+            continue
+        for entry in archive.entries:
+            suffix = os.path.splitext(entry.path)[1].lower()
+            if suffix not in AUDIO_SUFFIXES:
+                continue
+            stem = os.path.splitext(os.path.basename(entry.path))[0]
+            activity = archive_path.stem
+            if activity == "instruments":
+                name = categorize(f"instrument {stem}", groups=("music",))
+            elif activity == "explore_world_music" or "melody" in stem:
+                name = "music"
+            else:
+                name = categorize(re.sub(r"^LR|_LA.*$", "", stem)) or categorize(activity)
+            if name:
+                items.append(RawItem("gcompris", f"gcompris/{activity}/{entry.path}", f"{activity}-{stem}", name,
+                                     "rcc", {"archive": str(archive_path), "entry": entry.path}, detail=stem))
+    return _take(items, small)
+
+
+def _tuxpaint_text(txt: Path, language: str | None) -> str | None:
+    if not txt.is_file():
+        return None
+    lines = txt.read_text(encoding="utf-8", errors="replace").splitlines()
+    if language is None:
+        return lines[0].strip() if lines else None
+    for line in lines:
+        if line.startswith(f"{language}.utf8="):
+            return line.split("=", 1)[1].strip()
+    return None
+
+
+TUXPAINT_LANGUAGES = {"es": "spanish speech", "fr": "french speech", "ru": "russian speech", "el": "greek speech"}
+
+
+def list_tuxpaint(root: Path, small: bool, seed: int) -> list[RawItem]:
+    base = root / "usr/share/tuxpaint/stamps"
+    items = []
+    for path in sorted(base.rglob("*.ogg")) if base.is_dir() else []:
+        stem = path.stem
+        match = re.match(r"^(.*)_desc(?:_([a-z]{2}))?$", stem)
+        stamp = match.group(1) if match else stem
+        picture = path.with_name(stamp + ".png")
+        image = str(picture) if picture.is_file() else None
+        relative = path.relative_to(base).with_suffix("")
+        if match:
+            language = match.group(2)
+            if language not in TUXPAINT_LANGUAGES:
+                continue
+            items.append(RawItem("tuxpaint", f"tuxpaint/{relative}", f"{stamp}-{language}",
+                                 TUXPAINT_LANGUAGES[language], "file", {"path": str(path)},
+                                 detail=_tuxpaint_text(path.with_name(stamp + ".txt"), language), image=image))
+            continue
+        if "alphabets" in relative.parts:
+            continue
+        name = categorize(str(relative))
+        if name:
+            items.append(RawItem("tuxpaint", f"tuxpaint/{relative}", stamp, name, "file", {"path": str(path)},
+                                 detail=_tuxpaint_text(path.with_name(stamp + ".txt"), None), image=image))
+    if small:  # a few sounds with pictures and a few spoken descriptions
+        sounds = [i for i in items if i.category not in TUXPAINT_LANGUAGES.values()]
+        spoken = [i for i in items if i.category in TUXPAINT_LANGUAGES.values()]
+        return _take(sounds, True, 4) + _take(spoken, True, 2)
+    return items
+
+
+def list_openttd(root: Path, small: bool, seed: int) -> list[RawItem]:
+    path = root / "usr/share/games/openttd/baseset/opensfx/opensfx.cat"
+    if not path.is_file():
+        return []
+    items = []
+    for index, (title, audio) in enumerate(read_cat(path)):
+        short = title.split('". ')[0].strip('"') if title.startswith('"') else title.split(".")[0]
+        name = categorize(short)
+        if name and len(audio) > 100:
+            items.append(RawItem("openttd", f"openttd/{index}", f"{index}-{short}", name, "cat",
+                                 {"path": str(path), "index": index}, detail=short.lower()))
+    return _take(items, small)
+
+
+def _list_folder(source: str, base: Path, small: bool, rewrite: Callable[[Path], str | None]) -> list[RawItem]:
+    items = []
+    for path in _audio_files(base):
+        name = rewrite(path)
+        if name:
+            relative = path.relative_to(base).with_suffix("")
+            items.append(RawItem(source, f"{source}/{relative}", str(relative), name, "file", {"path": str(path)},
+                                 detail=path.stem))
+    return _take(items, small)
+
+
+def list_minetest(root: Path, small: bool, seed: int) -> list[RawItem]:
+    def rule(path: Path) -> str | None:
+        stem = re.sub(r"^(default|env_sounds|fire|tnt|doors|carts|xpanes|player)_", "", path.stem)
+        stem = re.sub(r"\.\d+$", "", stem)
+        return None if "soundstuff" in path.stem else categorize(stem)
+
+    return _list_folder("minetest", root / "usr/share/games/minetest/games", small, rule)
+
+
+def list_wesnoth(root: Path, small: bool, seed: int) -> list[RawItem]:
+    items = []
+    for base in (root / "usr/share/games/wesnoth/1.16/data", root / "usr/share/games/wesnoth/1.16/sounds"):
+        items += _list_folder("wesnoth", base, False, lambda p: categorize(p.stem))
+    return _take(items, small)
+
+
+def list_supertuxkart(root: Path, small: bool, seed: int) -> list[RawItem]:
+    def rule(path: Path) -> str | None:
+        if path.parent.name == "music" or "Theme" in path.stem or path.stem in ("intro2", "beneath_the_rabbit_hole"):
+            return "music"
+        return categorize(path.stem)
+
+    return _list_folder("supertuxkart", root / "usr/share/games/supertuxkart/data", small, rule)
+
+
+def list_sonicpi(root: Path, small: bool, seed: int) -> list[RawItem]:
+    def rule(path: Path) -> str | None:
+        stem = path.stem
+        if stem.startswith("loop_"):
+            return categorize(stem, groups=("music",)) or "music"
+        if stem.startswith("ambi_"):
+            return categorize(stem) or "drone"
+        if stem.startswith("bass_"):
+            return "bass"
+        if stem.startswith("vinyl_") or stem.startswith("glitch_perc"):
+            return None
+        return categorize(stem)
+
+    return _list_folder("sonicpi", root / "usr/share/sonic-pi/samples", small, rule)
+
+
+def list_hydrogen(root: Path, small: bool, seed: int) -> list[RawItem]:
+    base = root / "usr/share/hydrogen/data/drumkits"
+    items = []
+    for kit in sorted(base.glob("*/drumkit.xml")) if base.is_dir() else []:
+        try:
+            tree = ElementTree.parse(kit)
+        except ElementTree.ParseError:
+            continue
+        seen = set()
+        for instrument in tree.getroot().iter():
+            if not instrument.tag.endswith("instrument"):
+                continue
+            name_node = next((c for c in instrument if c.tag.endswith("name")), None)
+            if name_node is None or not name_node.text:
+                continue
+            label = name_node.text
+            category_name = categorize(f"drum {label}", groups=("music",))
+            for node in instrument.iter():
+                if node.tag.endswith("filename") and node.text and node.text not in seen:
+                    seen.add(node.text)
+                    path = kit.parent / node.text
+                    if path.is_file() and category_name:
+                        items.append(RawItem("hydrogen", f"hydrogen/{kit.parent.name}/{node.text}",
+                                             f"{kit.parent.name}-{Path(node.text).stem}", category_name, "file",
+                                             {"path": str(path)}, detail=label.lower()))
+    return _take(items, small)
+
+
+def _asterisk_transcripts(root: Path) -> dict[str, str]:
+    path = root / "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
+    result = {}
+    if path.is_file():
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if ":" in line and not line.startswith(";"):
+                    key, text = line.split(":", 1)
+                    result[key.strip()] = text.strip()
+    return result
+
+
+def _list_asterisk(root: Path, small: bool, folder: str, source: str, category_name: str) -> list[RawItem]:
+    base = root / "usr/share/asterisk/sounds" / folder
+    transcripts = _asterisk_transcripts(root)
+    items = []
+    for path in _audio_files(base):
+        key = str(path.relative_to(base).with_suffix(""))
+        text = transcripts.get(key)
+        if key.startswith("silence") or (text is not None and text.startswith("[")):
+            continue
+        if any(word in key for word in ("beep", "tone", "ring")):
+            continue
+        items.append(RawItem(source, f"{source}/{key}", key, category_name, "file", {"path": str(path)}, detail=text))
+    return items[:4] if small else items
+
+
+def list_asterisk_en(root: Path, small: bool, seed: int) -> list[RawItem]:
+    return _list_asterisk(root, small, "en_US_f_Allison", "asterisk-en", "female speech")
+
+
+def list_asterisk_es(root: Path, small: bool, seed: int) -> list[RawItem]:
+    return _list_asterisk(root, small, "es_MX_f_Allison", "asterisk-es", "spanish speech")
+
+
+def _speeds(seed: int, key: str, low: int, high: int) -> int:
+    digest = hashlib.sha1(f"{seed}:{key}".encode()).digest()
+    return low + digest[0] % (high - low + 1)
+
+
+def list_espeak(root: Path, small: bool, seed: int) -> list[RawItem]:
+    items = []
+    for voice, language, category_name in speech.ESPEAK_VOICES:
+        for index, sentence in enumerate(speech.SENTENCES[language]):
+            key = f"espeak/{voice}/{index}"
+            speed = _speeds(seed, key, 120, 200)
+            pitch = _speeds(seed, key + "p", 30, 70)
+            items.append(RawItem("espeak", key, f"{voice}-{index}", category_name, "tts",
+                                 {"command": ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch),
+                                              "-w", "{out}", sentence]}, detail=sentence))
+    return _take(items, small, 3)
+
+
+def list_flite(root: Path, small: bool, seed: int) -> list[RawItem]:
+    items = []
+    for voice, category_name in speech.FLITE_VOICES:
+        for index, sentence in enumerate(speech.SENTENCES["en"]):
+            key = f"flite/{voice}/{index}"
+            stretch = _speeds(seed, key, 80, 125) / 100
+            items.append(RawItem("flite", key, f"{voice}-{index}", category_name, "tts",
+                                 {"command": ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch}",
+                                              "-t", sentence, "-o", "{out}"]}, detail=sentence))
+    return _take(items, small, 2)
+
+
+def list_festival(root: Path, small: bool, seed: int) -> list[RawItem]:
+    items = []
+    for voice, folder, category_name in speech.FESTIVAL_VOICES:
+        if not (root / folder).is_dir():
+            continue
+        for index, sentence in enumerate(speech.SENTENCES["en"][::2]):
+            key = f"festival/{voice}/{index}"
+            items.append(RawItem("festival", key, f"{voice}-{index}", category_name, "tts",
+                                 {"command": ["text2wave", "-eval", f"({voice})", "-o", "{out}"],
+                                  "stdin": sentence}, detail=sentence))
+    return _take(items, small, 2)
+
+
+MUSIC_PIECES = 160
+MUSIC_COMPOSERS = ("bach", "monteverdi", "palestrina", "trecento", "josquin")
+
+
+def list_music(root: Path, small: bool, seed: int) -> list[RawItem]:
+    from music21 import corpus
+
+    soundfonts = [str(root / p) for p in ("usr/share/sounds/sf2/FluidR3_GM.sf2", "usr/share/sounds/sf2/TimGM6mb.sf2")
+                  if (root / p).is_file()]
+    paths: list[str] = []
+    for composer in MUSIC_COMPOSERS:
+        found = sorted(str(p) for p in corpus.getComposer(composer))
+        paths += found
+    rng = np.random.default_rng(seed)
+    chosen = [paths[i] for i in sorted(rng.choice(len(paths), size=min(len(paths), MUSIC_PIECES), replace=False))]
+    if small:
+        chosen = chosen[:2]
+    items = []
+    for index, path in enumerate(chosen):
+        name = Path(path).stem
+        items.append(RawItem("music21", f"music21/{name}", name, None, "music",
+                             {"score": path, "soundfont": soundfonts[index % len(soundfonts)], "seed": seed,
+                              "max_parts": 4}, detail=name))
+    return items
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in [
+        Source("scratch", ("scratch",), ("usr/share/scratch/Media/Sounds",), list_scratch, "CC-BY-SA-3.0 / GPL-2"),
+        Source("gcompris", ("gcompris-qt-data",), ("usr/share/gcompris-qt/rcc",), list_gcompris, "CC-BY-SA-3.0 / CC-BY / public domain"),
+        Source("tuxpaint", ("tuxpaint-stamps-default",), ("usr/share/tuxpaint/stamps",), list_tuxpaint, "GPL-2"),
+        Source("openttd", ("openttd-opensfx",), ("usr/share/games/openttd/baseset/opensfx/opensfx.cat",), list_openttd, "CC-BY-3.0 / CC0 (per title)"),
+        Source("minetest", ("minetest-data",), ("usr/share/games/minetest/games",), list_minetest, "CC-BY-SA-3.0 / CC0 / LGPL"),
+        Source("wesnoth", ("wesnoth-1.16-data",), ("usr/share/games/wesnoth/1.16",), list_wesnoth, "GPL-2+"),
+        Source("supertuxkart", ("supertuxkart-data",), ("usr/share/games/supertuxkart/data",), list_supertuxkart, "CC-BY-SA / CC-BY / CC0"),
+        Source("music21", ("fluidsynth", "fluid-soundfont-gm", "timgm6mb-soundfont"),
+               ("", "usr/share/sounds/sf2/FluidR3_GM.sf2", "usr/share/sounds/sf2/TimGM6mb.sf2"), list_music,
+               "music21 corpus (public domain scores, BSD library); FluidR3 GM (MIT) / TimGM6mb (GPL-2)",
+               tools=(("fluidsynth", "fluidsynth"),), pip=(("music21", "music21"),)),
+        Source("sonicpi", ("sonic-pi-samples",), ("usr/share/sonic-pi/samples",), list_sonicpi, "CC0 / CC-BY-SA-4.0"),
+        Source("hydrogen", ("hydrogen-drumkits",), ("usr/share/hydrogen/data/drumkits",), list_hydrogen, "GPL-2+ / CC-BY-3.0 / CC0"),
+        Source("asterisk-en", ("asterisk-core-sounds-en-wav", "asterisk-core-sounds-en"),
+               ("usr/share/asterisk/sounds/en_US_f_Allison", "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"),
+               list_asterisk_en, "CC-BY-SA-3.0"),
+        Source("asterisk-es", ("asterisk-core-sounds-es-wav",), ("usr/share/asterisk/sounds/es_MX_f_Allison",),
+               list_asterisk_es, "CC-BY-SA-3.0"),
+        Source("espeak", ("espeak-ng",), ("",), list_espeak, "GPL-3+ (synthesiser); sentences by promptsep",
+               tools=(("espeak-ng", "espeak-ng"),)),
+        Source("flite", ("flite",), ("",), list_flite, "BSD-like (flite); sentences by promptsep", tools=(("flite", "flite"),)),
+        Source("festival", ("festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts"),
+               ("", "usr/share/festival/voices/english/kal_diphone", "usr/share/festival/voices/english/ked_diphone",
+                "usr/share/festival/voices/us/cmu_us_slt_arctic_hts"),
+               list_festival, "festival (X11-like) and festvox voices (free); sentences by promptsep",
+               tools=(("text2wave", "festival"),)),
+    ]
+}
+
+def licence_of(source: Source, root: Path) -> str:
+    """The licence summary of a source's audio (from the packages' copyright files, condensed by hand)."""
+    return source.license
