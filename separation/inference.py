@@ -217,9 +217,7 @@ class Separator:
             if prompt.image is not None:
                 embeds.append(self.prompt_encoder.embed_image([prompt.image]))
             if prompt.video is not None:
-                from encoders.prompts import load_video_frames
-
-                frames = load_video_frames(prompt.video)
+                frames = self.prompt_encoder.video_frames(prompt.video)
                 embeds.append(self.prompt_encoder.embed_video(frames[None]))
             cond = torch.nn.functional.normalize(torch.stack(embeds).mean(0), dim=-1)
             if tokens is None:
