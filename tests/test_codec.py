@@ -1,0 +1,240 @@
+"""Tests of the DAC-VAE codec: shapes, persistence, chunking, foreign layouts, PE-AV mapping, masking."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from encoders.codec import (
+    DEFAULT_CODEC_DIR,
+    Codec,
+    CodecConfig,
+    codec_to_pe_audio_encoder_state,
+    load_default_codec,
+    pe_audio_dac_config,
+)
+from encoders.errors import WeightsError
+from separation.masking import ratio_mask_separate
+
+warnings.filterwarnings("ignore", message=".*weight_norm.*")
+
+TINY = dict(encoder_dim=2, decoder_dim=16, latent_dim=8)
+
+
+def tiny_codec(**overrides) -> Codec:
+    torch.manual_seed(0)
+    return Codec(CodecConfig(**{**TINY, **overrides})).eval()
+
+
+def test_shapes_and_latent_rate():
+    codec = tiny_codec()
+    assert codec.hop_length == 640 and codec.sample_rate == 16000
+    assert codec.frame_rate == 25.0
+    n = 16000 + 123
+    wav = torch.randn(2, 1, n)
+    with torch.inference_mode():
+        latents = codec.encode(wav)
+        assert latents.shape == (2, 8, math.ceil(n / 640))
+        assert codec.decode(latents).shape == (2, 1, latents.shape[-1] * 640)
+        assert codec.decode(latents, length=n).shape == (2, 1, n)
+        recon, mean, scale = codec(wav)
+    assert recon.shape == wav.shape and mean.shape == scale.shape == latents.shape
+    assert bool((scale > 0).all())
+    torch.testing.assert_close(mean, latents)
+
+
+def test_rejects_multichannel_and_bad_latents():
+    codec = tiny_codec()
+    with pytest.raises(ValueError, match="mono"):
+        codec.encode(torch.randn(1, 2, 640))
+    with pytest.raises(ValueError, match="latents"):
+        codec.decode(torch.randn(1, 3, 4))
+
+
+def test_save_load_round_trip(tmp_path: Path):
+    codec = tiny_codec()
+    wav = torch.randn(1, 1, 6400)
+    codec.save_pretrained(tmp_path / "fp32")
+    config = json.loads((tmp_path / "fp32" / "config.json").read_text())
+    assert config["latent_dim"] == 8 and config["encoder_rates"] == [2, 4, 8, 10]
+    loaded = Codec.from_pretrained(tmp_path / "fp32")
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.encode(wav), codec.encode(wav))
+    codec.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    half = Codec.from_pretrained(tmp_path / "fp16")
+    assert next(half.parameters()).dtype == torch.float32
+    with torch.inference_mode():
+        torch.testing.assert_close(half.encode(wav), codec.encode(wav), atol=2e-2, rtol=2e-2)
+
+
+def test_missing_files_raise_weights_error(tmp_path: Path):
+    with pytest.raises(WeightsError, match="config.json"):
+        Codec.from_pretrained(tmp_path)
+
+
+def test_chunked_matches_unchunked_on_60s():
+    """Chunked encode/decode of 60 s (10 s chunks, 0.64 s crossfades) vs one pass.
+
+    Tolerance: relative L2 error below 1e-3 for latents and waveforms (random-init tiny model).
+    """
+    codec = tiny_codec(encoder_dim=1)
+    torch.manual_seed(1)
+    wav = torch.randn(1, 1, 60 * 16000) * 0.1
+    with torch.inference_mode():
+        chunked = codec.encode(wav)
+        whole = codec._encode_mean(codec.pad_to_hop(wav))
+        assert chunked.shape == whole.shape == (1, 8, 1500)
+        assert ((chunked - whole).norm() / whole.norm()).item() < 1e-3
+        decoded = codec.decode(whole)
+        whole_wav = codec._decode_full(whole)
+        assert decoded.shape == whole_wav.shape == wav.shape
+        assert ((decoded - whole_wav).norm() / whole_wav.norm()).item() < 1e-3
+
+
+SAM_AUDIO_DACVAE = dict(
+    sample_rate=48000,
+    encoder_dim=64,
+    encoder_rates=[2, 8, 10, 12],
+    latent_dim=128,
+    decoder_dim=1536,
+    decoder_rates=[12, 10, 8, 2],
+)
+
+
+def test_sam_audio_dacvae_layout_loads_without_missing_keys():
+    """SAM-Audio's DAC-VAE size, built on the meta device (no memory), in its key layout."""
+    with torch.device("meta"):
+        official = Codec(CodecConfig(**SAM_AUDIO_DACVAE))
+        ours = Codec(CodecConfig(**SAM_AUDIO_DACVAE))
+    state = official.state_dict()
+    assert {k.split(".")[0] for k in state} == {"encoder", "quantizer", "decoder"}
+    assert {"quantizer.in_proj.weight_g", "quantizer.in_proj.weight_v", "quantizer.out_proj.bias"} <= set(
+        state
+    )
+    assert state["quantizer.in_proj.weight_v"].shape == (256, 1024, 1)
+    assert state["quantizer.out_proj.weight_v"].shape == (1024, 128, 1)
+    assert ours.hop_length == 1920
+    ours.load_state(state)
+
+
+def test_sam_layout_with_parametrization_keys_round_trips(tmp_path: Path):
+    """SAM-Audio rates at small widths, saved with torch's newer weight-norm key names."""
+    config = CodecConfig(**{**SAM_AUDIO_DACVAE, "encoder_dim": 2, "decoder_dim": 16, "latent_dim": 8})
+    torch.manual_seed(0)
+    official = Codec(config).eval()
+    renamed = {
+        k.replace(".weight_g", ".parametrizations.weight.original0").replace(
+            ".weight_v", ".parametrizations.weight.original1"
+        ): v
+        for k, v in official.state_dict().items()
+    }
+    from safetensors.torch import save_file
+
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    save_file(renamed, str(tmp_path / "model.safetensors"))
+    loaded = Codec.from_pretrained(tmp_path)
+    wav = torch.randn(1, 1, 1920 * 3)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.encode(wav), official.encode(wav))
+    bad = dict(renamed)
+    bad["decoder.extra.weight"] = torch.zeros(1)
+    save_file(bad, str(tmp_path / "model.safetensors"))
+    with pytest.raises(WeightsError, match="1 unexpected"):
+        Codec.from_pretrained(tmp_path)
+
+
+def test_official_dac_pth_loads_with_continuous_latent(tmp_path: Path):
+    from dac.model.dac import DAC
+
+    torch.manual_seed(0)
+    dac_model = DAC(
+        encoder_dim=4,
+        encoder_rates=[2, 4, 5, 8],
+        decoder_dim=16,
+        decoder_rates=[8, 5, 4, 2],
+        n_codebooks=2,
+        codebook_size=16,
+        codebook_dim=4,
+        sample_rate=16000,
+    ).eval()
+    path = tmp_path / "weights_16khz.pth"
+    dac_model.save(str(path), package=False)  # the official layout: {"state_dict", "metadata"}
+    codec = Codec.from_dac_pth(path)
+    assert codec.sample_rate == 16000 and codec.hop_length == 320 and codec.latent_dim == 64
+    wav = torch.randn(1, 1, 3200)
+    with torch.inference_mode():
+        latents = codec.encode(wav)
+        torch.testing.assert_close(latents, dac_model.encoder(wav), atol=1e-5, rtol=1e-4)
+        expected = dac_model.decoder(latents)
+        decoded = codec.decode(latents)
+        torch.testing.assert_close(decoded[..., : expected.shape[-1]], expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(WeightsError, match="not found"):
+        Codec.from_dac_pth(tmp_path / "nope.pth")
+
+
+def test_pe_audio_encoder_reuses_codec_encoder():
+    from transformers import PeAudioEncoder, PeAudioEncoderConfig
+
+    codec = tiny_codec(encoder_dim=4, latent_dim=16)
+    config = PeAudioEncoderConfig(
+        dac_config=pe_audio_dac_config(codec.config),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=16,
+    )
+    model = PeAudioEncoder(config).eval()
+    result = model.load_state_dict(codec_to_pe_audio_encoder_state(codec), strict=False)
+    assert result.unexpected_keys == []
+    assert not [
+        k for k in result.missing_keys if k.startswith(("embedder.dac_encoder", "embedder.bottleneck"))
+    ]
+    wav = torch.randn(1, 1, 640 * 5)
+    with torch.inference_mode():
+        features = model.embedder.bottleneck(model.embedder.dac_encoder(wav))
+        torch.testing.assert_close(features, codec.encode(wav), atol=1e-5, rtol=1e-4)
+
+
+def test_ratio_mask_output_sums_to_mixture():
+    torch.manual_seed(0)
+    time = torch.arange(8000) / 16000
+    target = torch.sin(2 * math.pi * 440 * time).expand(2, 1, -1)
+    residual = 0.3 * torch.randn(2, 1, 8000)
+    mixture = target + residual
+    est_t, est_r = ratio_mask_separate(mixture, target + 0.1 * residual, residual, n_fft=512, hop=128)
+    assert est_t.shape == mixture.shape
+    torch.testing.assert_close(est_t + est_r, mixture)
+    ideal_t, _ = ratio_mask_separate(mixture, target, residual, n_fft=512, hop=128)
+    from separation.metrics import si_sdr
+
+    assert si_sdr(ideal_t.flatten(1), target.flatten(1)).mean().item() > 15.0
+
+
+@pytest.mark.skipif(
+    not (DEFAULT_CODEC_DIR / "model.safetensors").is_file(), reason="default codec not shipped yet"
+)
+def test_shipped_codec_round_trips_a_real_clip():
+    from encoders.audio_io import load_audio
+    from separation.metrics import si_sdr
+
+    clip = Path(__file__).resolve().parent.parent / "promptsep_assets" / "default" / "codec" / "check.wav"
+    codec = load_default_codec()
+    wav, _ = load_audio(clip, sample_rate=codec.sample_rate, channels=1)
+    wav = wav[None]
+    untrained = Codec(codec.config).eval()
+    with torch.inference_mode():
+        recon = codec.decode(codec.encode(wav), length=wav.shape[-1])
+        baseline = untrained.decode(untrained.encode(wav), length=wav.shape[-1])
+    from encoders.codec import mel_distance
+
+    trained_mel = mel_distance(recon[:, 0], wav[:, 0], codec.sample_rate).item()
+    untrained_mel = mel_distance(baseline[:, 0], wav[:, 0], codec.sample_rate).item()
+    assert trained_mel < 0.5 * untrained_mel
+    assert si_sdr(recon.flatten(1), wav.flatten(1)).item() > 0.0
