@@ -43,6 +43,7 @@ def register(commands, train_commands) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--plain", action="store_true", help="write the decoded codec output instead of the mixture-consistent masked output")
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a flow-matching separator")
+    p.add_argument("--reference", type=Path, default=None, help="true target (single FILE, single prompt): print the SI-SDR improvement")
     p.set_defaults(func=run_separate)
 
     t = train_commands.add_parser("separator", help="train the separator on data-engine mixtures", description="Train the latent separator (resumable).")
@@ -122,13 +123,15 @@ def _jobs(args) -> list[tuple[str, Path, list]]:
     names = [f.stem for f in args.files]
     if len(set(names)) != len(names):
         names = [f"{f.parent.name}_{f.stem}" for f in args.files]
-    return [(n, f, prompts) for n, f in zip(names, args.files)]
+    return [(n, f, prompts) for n, f in zip(names, args.files, strict=True)]
 
 
 def run_separate(args) -> int:
     from separation.inference import InferenceConfig, Separator
 
     jobs = _jobs(args)
+    if args.reference is not None and (len(jobs) != 1 or len(jobs[0][2]) != 1):
+        raise PromptError("--reference needs exactly one FILE and one prompt")
     config = InferenceConfig(mixture_consistent=not args.plain)
     if args.steps:
         config.steps = args.steps
@@ -144,9 +147,21 @@ def run_separate(args) -> int:
             tqdm.write(f"promptsep: error: {error}")
             continue
         tqdm.write(f"{path} -> " + ", ".join(str(w) for w in written))
+        if args.reference is not None:
+            _report_reference(args.reference, wav, rate, result.targets[0])
     if failures:
         print(f"promptsep: {failures} of {len(jobs)} inputs failed")
     return 1 if failures else 0
+
+
+def _report_reference(reference: Path, mixture, rate: int, target) -> None:
+    from separation.metrics import si_sdr
+
+    truth, _ = load_audio(reference, sample_rate=rate, channels=mixture.shape[0])
+    n = min(truth.shape[-1], mixture.shape[-1])
+    before = si_sdr(mixture[..., :n], truth[..., :n]).mean().item()
+    after = si_sdr(target[..., :n], truth[..., :n]).mean().item()
+    print(f"SI-SDR vs {reference.name}: mixture {before:.2f} dB -> target {after:.2f} dB (SI-SDRi {after - before:+.2f} dB)")
 
 
 def run_train(args) -> int:

@@ -44,9 +44,9 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except sf.LibsndfileError as error:
         message = str(error).split(":")[-1].strip() or "unreadable"
-        raise AudioError(f"{path}: cannot decode audio ({message}); corrupt, truncated or unsupported format")
+        raise AudioError(f"{path}: cannot decode audio ({message}); corrupt, truncated or unsupported format") from None
     except (RuntimeError, ValueError, TypeError) as error:
-        raise AudioError(f"{path}: cannot decode audio ({error})")
+        raise AudioError(f"{path}: cannot decode audio ({error})") from None
     return data.T.copy(), int(sample_rate)
 
 
@@ -70,7 +70,7 @@ def _read_video_soundtrack(path: Path) -> tuple[np.ndarray, int]:
     except AudioError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as error:
-        raise AudioError(f"{path}: cannot decode the soundtrack ({error})")
+        raise AudioError(f"{path}: cannot decode the soundtrack ({error})") from None
     if not chunks:
         raise AudioError(f"{path}: zero-length soundtrack")
     wav = np.concatenate(chunks, axis=1)

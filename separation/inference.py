@@ -253,7 +253,7 @@ class Separator:
         cond = torch.cat([c.cond for c in conditions]).repeat(batch, 1)
         spans = torch.empty(batch * n_prompts, frames, dtype=torch.long)
         for b in range(batch):
-            for p, (prompt, c) in enumerate(zip(prompts, conditions)):
+            for p, (prompt, c) in enumerate(zip(prompts, conditions, strict=True)):
                 row = b * n_prompts + p
                 tokens[row, : c.tokens.shape[1]] = c.tokens[0]
                 token_mask[row, : c.tokens.shape[1]] = c.token_mask[0]
