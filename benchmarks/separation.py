@@ -8,7 +8,8 @@ SDR/SIR/SAR for
 
 - ``mixture``: the unprocessed mixture as the estimate (SI-SDRi 0 by definition);
 - ``codec_oracle``: ``decode(encode(target))`` with the default codec (its ceiling on quality);
-- ``oracle_irm``: the ideal ratio mask ``|T| / (|T| + |R|)`` on the mixture STFT;
+- ``oracle_irm``: the ideal ratio mask ``|T| / (|T| + |R|)`` on the mixture STFT
+  (``separation.masking.ideal_ratio_mask_separate``);
 - ``promptsep_text`` / ``promptsep_visual``: the shipped separator with the line's text prompt or
   its picture (``image``);
 - ``convtasnet`` (oracle choice of its two outputs) and ``lass`` (text-conditioned mask net), the
@@ -43,14 +44,13 @@ from benchmarks.common import (
     write_json,
 )
 from encoders.audio_io import load_audio
+from separation.masking import ideal_ratio_mask_separate
 from separation.metrics import bss_eval, si_sdri
 
 SAMPLE_RATE = 16000
 METRICS = ("si_sdri", "sdr", "sir", "sar")
 SPEED_SECONDS = (10.0, 600.0)
 LONG_SECONDS = 3600.0
-IRM_N_FFT = 512
-IRM_HOP = 128
 SPEED_PROMPT = "dog barking"
 
 # (target estimate (N,), residual estimate (N,)) from one manifest row and its loaded audio
@@ -58,25 +58,6 @@ System = Callable[[dict, dict[str, torch.Tensor]], "tuple[torch.Tensor, torch.Te
 
 
 # ------------------------------------------------------------------------------------ references
-def oracle_irm(
-    mixture: torch.Tensor, target: torch.Tensor, residual: torch.Tensor, power: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ideal ratio mask ``|T|^p / (|T|^p + |R|^p)`` applied to the mixture STFT (mixture phase).
-
-    Shape:
-        all ``(N,)`` -> target, residual ``(N,)``; target + residual == mixture.
-    """
-    window = torch.hann_window(IRM_N_FFT)
-
-    def spec(x: torch.Tensor) -> torch.Tensor:
-        return torch.stft(x, IRM_N_FFT, IRM_HOP, window=window, return_complex=True)
-
-    t_mag, r_mag = spec(target).abs().pow(power), spec(residual).abs().pow(power)
-    mask = t_mag / (t_mag + r_mag).clamp_min(1e-8)
-    estimate = torch.istft(spec(mixture) * mask, IRM_N_FFT, IRM_HOP, window=window, length=mixture.shape[-1])
-    return estimate, mixture - estimate
-
-
 def score(
     estimate: torch.Tensor, residual_estimate: torch.Tensor, audio: dict[str, torch.Tensor]
 ) -> dict[str, float]:
@@ -101,7 +82,7 @@ def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, Sys
     """Every system that can run here; what cannot is named in ``notes``."""
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
-        "oracle_irm": lambda row, a: oracle_irm(a["mixture"], a["target"], a["residual"]),
+        "oracle_irm": lambda row, a: ideal_ratio_mask_separate(a["mixture"], a["target"], a["residual"]),
     }
     try:
         from encoders.codec import load_default_codec

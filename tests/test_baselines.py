@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from benchmarks.common import markdown_table, read_manifest, resolve_row, summarize, write_json
-from benchmarks.separation import oracle_irm
 from encoders.audio_io import save_audio
 from encoders.errors import WeightsError
 from separation.baselines import (
@@ -24,7 +23,6 @@ from separation.baselines import (
 )
 from separation.baselines_train import Batch, Trainer
 from separation.baselines_train import main as train_main
-from separation.metrics import si_sdr, si_sdri
 
 RATE = 16000
 TINY_TASNET = dict(n_blocks=2, n_repeats=1, bn_chan=16, hid_chan=32, skip_chan=16, n_filters=32)
@@ -90,8 +88,9 @@ def test_lass_conditioning_changes_the_output():
     for block in net.blocks:  # FiLM starts at identity; give it weights
         torch.nn.init.normal_(block.film.weight, std=0.5)
     mixture = torch.randn(1, 8000)
-    a, _, _ = net(mixture, fake_text(["dog barking"]))
-    b, _, _ = net(mixture, fake_text(["church bell"]))
+    with torch.no_grad():
+        a, _, _ = net(mixture, fake_text(["dog barking"]))
+        b, _, _ = net(mixture, fake_text(["church bell"]))
     assert float((a - b).abs().max()) > 1e-3
 
 
@@ -101,10 +100,10 @@ def test_training_steps_reduce_the_loss(which, config):
     model, _ = build_baseline(which, config)
     text = TextEmbedder.from_function(fake_text, "fake") if which == "lass" else None
     trainer = Trainer(which, model, lr=3e-3, text=text)
-    batch = toy_batch()
+    batch = toy_batch(n=2000)
     with torch.no_grad():
         before = float(trainer.loss(batch))
-    for _ in range(15):
+    for _ in range(12):
         trainer.step(batch)
     with torch.no_grad():
         after = float(trainer.loss(batch))
@@ -208,15 +207,6 @@ def test_train_cli_on_a_manifest(tmp_path):
         summary["steps"] == 2 and summary["val_items"] == 2 and math.isfinite(summary["val_median_si_sdri"])
     )
     assert load_baseline(out).which == "convtasnet"
-
-
-def test_oracle_irm_is_mixture_consistent_and_separates():
-    batch = toy_batch(batch=1, n=16000)
-    mixture, target, residual = batch.mixture[0], batch.target[0], batch.residual[0]
-    est, rest = oracle_irm(mixture, target, residual)
-    assert torch.allclose(est + rest, mixture, atol=1e-6)
-    assert float(si_sdri(est, target, mixture)) > 10.0
-    assert float(si_sdr(est, target)) > float(si_sdr(mixture, target))
 
 
 # ------------------------------------------------------------------------------ benchmark helpers
