@@ -113,7 +113,7 @@ def batches(
         sampler = MixtureSampler(
             data, split="train", seed=seed, seconds=seconds, rate=sample_rate, augment=True
         )
-    except (ImportError, FileNotFoundError, OSError) as error:
+    except (ImportError, OSError, PromptsepError) as error:
         if source == "sampler":
             raise PromptsepError(
                 f"the data engine's MixtureSampler is unavailable for {data}: {error}"
