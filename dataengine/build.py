@@ -229,6 +229,13 @@ def assign_splits(records: list[dict], seed: int) -> None:
 # --------------------------------------------------------------------------- mixtures
 
 
+def write_float_wav(path: Path, wav: np.ndarray, rate: int) -> None:
+    """32-bit float WAV without libsndfile's time-stamped PEAK chunk, so equal audio gives equal bytes."""
+    from scipy.io import wavfile
+
+    wavfile.write(str(path), rate, np.asarray(wav, dtype=np.float32))
+
+
 def _mixture_stamp(config: BuildConfig, split: str, count: int, library_digest: str) -> dict:
     return {"engine_version": ENGINE_VERSION, "seed": config.seed, "split": split, "count": count,
             "seconds": config.seconds, "rate": config.rate, "library": library_digest}
@@ -258,7 +265,7 @@ def write_mixtures(config: BuildConfig, split: str, count: int, library_digest: 
         mixture_id = f"{split}-{index:05d}"
         paths = {name: f"{name}/{mixture_id}.wav" for name in ("mix", "target", "residual")}
         for name, wav in (("mix", mixture.mixture), ("target", mixture.target), ("residual", mixture.residual)):
-            sf.write(str(out / paths[name]), wav, config.rate, subtype="FLOAT")
+            write_float_wav(out / paths[name], wav, config.rate)
         lines.append(json.dumps({
             "id": mixture_id,
             "audio": paths["mix"],

@@ -524,7 +524,7 @@ SOURCES: dict[str, Source] = {
     s.name: s
     for s in [
         Source("scratch", ("scratch",), ("usr/share/scratch/Media/Sounds",), list_scratch, "CC-BY-SA-3.0 / GPL-2"),
-        Source("gcompris", ("gcompris-qt-data",), ("usr/share/gcompris-qt/rcc",), list_gcompris, "CC-BY-SA-3.0 / CC-BY / public domain"),
+        Source("gcompris", ("gcompris-qt-data",), ("usr/share/gcompris-qt/rcc",), list_gcompris, "CC-BY-SA-3.0 / CC-BY / public domain", version=2),
         Source("tuxpaint", ("tuxpaint-stamps-default",), ("usr/share/tuxpaint/stamps",), list_tuxpaint, "GPL-2"),
         Source("openttd", ("openttd-opensfx",), ("usr/share/games/openttd/baseset/opensfx/opensfx.cat",), list_openttd, "CC-BY-3.0 / CC0 (per title)"),
         Source("minetest", ("minetest-data",), ("usr/share/games/minetest/games",), list_minetest, "CC-BY-SA-3.0 / CC0 / LGPL"),

@@ -138,7 +138,7 @@ RULES: list[tuple[str, str]] = [
     (r"accordion|harmonica|concertina", "accordion"),
     (r"xylo|glockenspiel|marimba|vibraphone|celesta|music.?box|kalimba", "bells"),
     (r"\bbass\b|bassline|contrabass", "bass"),
-    (r"guitar|\bguit\b|banjo|strum|pluck|tambura|afro.?string|sitar|ukulele|mandolin", "guitar"),
+    (r"guitar|\bguit\b|banjo|\bstrum|pluck|tambura|afro.?string|sitar|ukulele|mandolin", "guitar"),
     (r"violin|viola|cello|fiddle|\bstrings?\b|orchestra", "strings"),
     (r"flute|piccolo|recorder|dijjeridoo|didgeridoo|pan.?pipe", "flute"),
     (r"clarinet|sax|oboe|bassoon", "woodwinds"),

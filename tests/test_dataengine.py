@@ -1,0 +1,280 @@
+"""Data engine: formats, vocabulary, a tiny build from a synthesised fake package tree, mixtures."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dataengine.augment import AugmentConfig, augment_source, synthetic_rir
+from dataengine.build import BuildConfig, assign_splits, build
+from dataengine.library import load_library
+from dataengine.mixing import MixtureSampler
+from dataengine.rcc import RccArchive, RccError, build_rcc
+from dataengine.sources import SOURCES, build_cat, read_cat
+from dataengine.vocabulary import CATEGORIES, GROUPS, categorize, heldout_prompts, paraphrase
+from encoders.errors import PromptsepError
+
+RATE = 22_050
+SOURCES_UNDER_TEST = ("scratch", "openttd", "gcompris")
+
+
+def _tone(seed: int, seconds: float = 0.8, rate: int = RATE) -> np.ndarray:
+    """A short decaying tone plus noise, preceded and followed by silence. Shape ``(N,)``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    body = 0.3 * np.sin(2 * np.pi * rng.uniform(150, 2000) * t) * np.exp(-t * rng.uniform(0.5, 3))
+    body += 0.05 * rng.standard_normal(len(t))
+    silence = np.zeros(int(0.2 * rate))
+    return np.concatenate([silence, body, silence]).astype(np.float32)
+
+
+def _wav_bytes(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, _tone(seed), RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory) -> Path:
+    """A fake installed-package tree: scratch sounds, an OpenTTD .cat and a gcompris .rcc."""
+    root = tmp_path_factory.mktemp("root")
+    sounds = root / "usr/share/scratch/Media/Sounds"
+    seed = 0
+    for folder, stems in {
+        "Animal": ["Dog1", "Dog2", "Dog3", "Dog4", "Cat", "Meow", "Kitten", "Cat2"],
+        "Effects": ["DoorClose", "DoorCreak", "DoorSlam", "DoorOpen"],
+        "Instruments": ["Trumpet1", "Trumpet2", "Trumpet3"],
+        "Human": ["Laugh-male1", "Laugh-female", "Laugh-male2"],
+    }.items():
+        (sounds / folder).mkdir(parents=True)
+        for stem in stems:
+            seed += 1
+            sf.write(sounds / folder / f"{stem}.wav", _tone(seed), RATE)
+    cat = root / "usr/share/games/openttd/baseset/opensfx/opensfx.cat"
+    cat.parent.mkdir(parents=True)
+    titles = ['"Explosion". By someone. License: CC0.', '"Cow". By someone.', '"Helicopter". By someone.',
+              '"Wind". By someone.', '"Heavy wind". By someone.', '"Unknown gizmo". By someone.']
+    cat.write_bytes(build_cat([(title, _wav_bytes(100 + i)) for i, title in enumerate(titles)]))
+    rcc = root / "usr/share/gcompris-qt/rcc/explore_farm_animals.rcc"
+    rcc.parent.mkdir(parents=True)
+    prefix = "gcompris/src/activities/explore_farm_animals/resource/animals"
+    rcc.write_bytes(build_rcc({f"{prefix}/pig.wav": _wav_bytes(200), f"{prefix}/sheep.wav": _wav_bytes(201),
+                               f"{prefix}/dog.wav": _wav_bytes(202), f"{prefix}/info.qml": b"Item {}"}))
+    return root
+
+
+def _config(out: Path, root: Path, seed: int = 0) -> BuildConfig:
+    return BuildConfig(out=out, seed=seed, sources=SOURCES_UNDER_TEST, root=root, workers=1,
+                       mixtures={"train": 6, "val": 5, "test": 5})
+
+
+@pytest.fixture(scope="module")
+def built(fake_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    return out, build(_config(out, fake_root))
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "report.md"}
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_rcc_round_trip_and_errors():
+    files = {"a/b/c.wav": b"RIFF" + bytes(range(200)), "a/d.txt": b"hello", "top.ogg": b"OggS"}
+    for compress in (True, False):
+        archive = RccArchive(build_rcc(files, compress=compress))
+        assert archive.version == 3
+        assert sorted(e.path for e in archive.entries) == sorted(files)
+        assert {e.path: archive.read(e) for e in archive.entries} == files
+    with pytest.raises(RccError, match="qres"):
+        RccArchive(b"not an archive at all")
+
+
+def test_cat_round_trip():
+    entries = [("First sound", b"RIFF1234"), ("Second", b"RIFF" + bytes(50))]
+    assert read_cat_bytes(build_cat(entries)) == entries
+
+
+def read_cat_bytes(blob: bytes, tmp=Path(os.environ.get("TMPDIR", "/tmp"))) -> list[tuple[str, bytes]]:
+    path = tmp / f"promptsep-test-{os.getpid()}.cat"
+    path.write_bytes(blob)
+    try:
+        return read_cat(path)
+    finally:
+        path.unlink()
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def test_vocabulary_covers_groups_and_phrasings():
+    assert len(CATEGORIES) >= 40
+    assert {c.group for c in CATEGORIES.values()} == set(GROUPS)
+    rng = np.random.default_rng(0)
+    for name, entry in CATEGORIES.items():
+        assert len(entry.phrasings) >= 3 and entry.visual
+        assert not set(heldout_prompts(name)) & set(entry.phrasings)
+        assert paraphrase(name, rng) in entry.phrasings
+    assert {paraphrase("dog", rng) for _ in range(50)} == set(CATEGORIES["dog"].phrasings)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Dog1", "dog"), ("DoorCreak", "door"), ("drum Kick", "drums"), ("drum Hat Closed", "cymbal"),
+    ("Laugh-male2", "laughter"), ("Steam train station departure", "train"), ("heavy wind", "wind"),
+    ("default_gravel_footstep.2", "footsteps"), ("instrument horn", "brass"), ("Modern car horn", "horn"),
+    ("completely unrelated words", None),
+])
+def test_categorize_rules(text, expected):
+    assert categorize(text) == expected
+
+
+def test_missing_package_lines_name_the_install_command(tmp_path):
+    lines = SOURCES["scratch"].missing(tmp_path)
+    assert len(lines) == 1 and "scratch" in lines[0] and "apt-get install scratch" in lines[0]
+    with pytest.raises(PromptsepError, match="no data source is available"):
+        build(_config(tmp_path / "out", tmp_path))
+    with pytest.raises(PromptsepError, match="unknown data source"):
+        build(BuildConfig(out=tmp_path / "out", sources=("nonsense",), root=tmp_path))
+
+
+# --------------------------------------------------------------------------- build
+
+
+def test_build_library_records(built):
+    out, result = built
+    clips = load_library(out)
+    # 18 scratch + 5 mappable opensfx titles ("Unknown gizmo" dropped) + 3 gcompris sounds (qml ignored)
+    assert len(clips) == result.clips == 26
+    assert {c.source for c in clips} == {"scratch", "openttd", "gcompris"}
+    for clip in clips:
+        assert clip.category in CATEGORIES and clip.group == CATEGORIES[clip.category].group
+        assert clip.path.is_file() and clip.image is not None and clip.image.is_file()
+        info = sf.info(str(clip.path))
+        assert info.samplerate == 16_000 and info.channels == 1
+        assert info.duration == pytest.approx(clip.duration, abs=1e-3)
+        assert clip.duration < 0.8 + 0.4  # silence trimmed
+        assert len(clip.captions) >= 3 and clip.visual_caption and clip.av_caption
+    wav, _ = sf.read(str(clips[0].path))
+    assert 1e-3 < np.sqrt(np.mean(wav**2)) < 0.5  # loudness normalised
+    report = (out / "report.md").read_text()
+    assert "## Splits" in report and "Distinct training material" in report and "| scratch | 18 |" in report
+
+
+def test_splits_disjoint_by_source_file(built):
+    out, _ = built
+    records = [json.loads(line) for line in (out / "library.jsonl").read_text().splitlines()]
+    split_of_key: dict[str, set] = {}
+    for record in records:
+        split_of_key.setdefault(record["key"], set()).add(record["split"])
+    assert all(len(splits) == 1 for splits in split_of_key.values())
+    assert {r["split"] for r in records} == {"train", "val", "test"}
+    # the dog category has >= 3 source files, so val and test each get at least one
+    dog_splits = {r["split"] for r in records if r["category"] == "dog"}
+    assert dog_splits == {"train", "val", "test"}
+
+
+def test_assign_splits_depends_on_seed_only():
+    records = [{"key": f"k{i}", "category": "dog"} for i in range(40)]
+    first = [dict(r) for r in records]
+    second = [dict(r) for r in reversed(records)]
+    assign_splits(first, seed=3)
+    assign_splits(second, seed=3)
+    assert {r["key"]: r["split"] for r in first} == {r["key"]: r["split"] for r in second}
+    counts = {s: sum(r["split"] == s for r in first) for s in ("train", "val", "test")}
+    assert counts == {"train": 32, "val": 4, "test": 4}
+
+
+def test_mixture_manifests(built):
+    out, _ = built
+    for split, count in (("train", 6), ("val", 5), ("test", 5)):
+        rows = [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
+        assert len(rows) == count
+        for row in rows:
+            mix, rate = sf.read(str(out / row["audio"]), dtype="float32")
+            target, _ = sf.read(str(out / row["target"]), dtype="float32")
+            residual, _ = sf.read(str(out / row["residual"]), dtype="float32")
+            assert rate == 16_000 and mix.shape == target.shape == residual.shape == (64_000,)
+            assert np.abs(mix - (target + residual)).max() < 1e-5
+            snr = 10 * np.log10(np.sum(target.astype(np.float64) ** 2) / np.sum(residual.astype(np.float64) ** 2))
+            assert -5.01 <= snr <= 5.01 and snr == pytest.approx(row["snr_db"], abs=0.01)
+            assert row["category"] in CATEGORIES and row["prompt"] in CATEGORIES[row["category"]].phrasings
+            assert 2 <= len(row["sources"]) <= 4
+            assert len({s["category"] for s in row["sources"]}) == len(row["sources"])
+            assert row["sources"][0]["category"] == row["category"]
+            assert (out / row["image"]).is_file()
+            assert row["spans"] and all(0 <= a < b <= 4.0 for a, b in row["spans"])
+
+
+def test_build_is_deterministic(built, fake_root, tmp_path):
+    out, _ = built
+    build(_config(tmp_path / "again", fake_root))
+    assert _digest(out) == _digest(tmp_path / "again")
+
+
+def test_incremental_rebuild_skips_work(fake_root, tmp_path):
+    out = tmp_path / "inc"
+    build(_config(out, fake_root))
+    mix = out / "val.jsonl"
+    before = (mix.stat().st_mtime_ns, _digest(out))
+    again = build(_config(out, fake_root))
+    assert sorted(again.cached_sources) == sorted(SOURCES_UNDER_TEST) and again.built_sources == []
+    assert (mix.stat().st_mtime_ns, _digest(out)) == before
+    # a changed source rebuilds only that source
+    extra = fake_root / "usr/share/scratch/Media/Sounds/Animal/Dog5.wav"
+    sf.write(extra, _tone(999), RATE)
+    try:
+        third = build(_config(out, fake_root))
+        assert third.built_sources == ["scratch"]
+        assert len(load_library(out)) == 27
+    finally:
+        extra.unlink()
+
+
+def test_mixture_sampler_on_the_fly(built):
+    out, _ = built
+    sampler = MixtureSampler(out, split="train", seed=1, seconds=2.0, augment=True)
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        item = sampler.sample(rng)
+        assert item.mixture.shape == item.target.shape == item.residual.shape == (32_000,)
+        assert item.mixture.dtype == np.float32
+        np.testing.assert_allclose(item.mixture, item.target + item.residual, atol=1e-6)
+        assert item.prompt in CATEGORIES[item.category].phrasings and item.group == CATEGORIES[item.category].group
+    first = next(iter(MixtureSampler(out, seed=2, augment=False)))
+    second = next(iter(MixtureSampler(out, seed=2, augment=False)))
+    np.testing.assert_array_equal(first.mixture, second.mixture)
+
+
+def test_augmentations_keep_length_and_level():
+    rng = np.random.default_rng(0)
+    wav = _tone(7, seconds=1.0, rate=16_000)
+    rir = synthetic_rir(rng, 16_000, 0.5)
+    assert rir.shape == (8000,) and np.sum(rir**2) == pytest.approx(1.0, rel=1e-4)
+    always = AugmentConfig(reverb_p=1, eq_p=1, speed_p=1, gain_db=(0.0, 0.0))
+    out = augment_source(wav, rng, 16_000, always)
+    assert out.shape == wav.shape and np.isfinite(out).all()
+    assert np.sqrt(np.mean(out**2)) == pytest.approx(np.sqrt(np.mean(wav**2)), rel=0.35)
+
+
+def test_build_from_installed_packages(tmp_path):
+    wanted = ("openttd", "scratch")
+    missing = [line for name in wanted for line in SOURCES[name].missing(Path("/"))]
+    if missing:
+        pytest.skip("installed data packages absent: " + "; ".join(missing))
+    config = BuildConfig(out=tmp_path / "real", sources=wanted, small=True, workers=1)
+    config.mixtures = {"train": 2, "val": 0, "test": 0}
+    result = build(config)
+    clips = load_library(tmp_path / "real")
+    assert result.clips == len(clips) >= 8
+    assert {c.source for c in clips} == set(wanted)
+    assert all(c.category in CATEGORIES for c in clips)
