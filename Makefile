@@ -37,9 +37,10 @@ data: setup
 	$(VENV)/bin/promptsep data build --out $(DATA) --seed $(SEED)
 	cat $(DATA)/report.md
 
+EXAMPLE := promptsep_assets/examples
 run: setup
-	$(VENV)/bin/promptsep data build --out $(DATA)/small --seed $(SEED) --small
-	cat $(DATA)/small/report.md
+	$(VENV)/bin/promptsep separate $(EXAMPLE)/example_mix.wav --prompt "$$(cat $(EXAMPLE)/example_prompt.txt)" \
+		--reference $(EXAMPLE)/example_target.wav --out out
 
 clean-data:
 	rm -rf $(DATA)

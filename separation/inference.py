@@ -170,6 +170,7 @@ class Separator:
         device: str | torch.device = "cpu",
         judge=None,
     ) -> None:
+        """``judge``: optional object with ``choose(candidates (P, K, C, N), rate, prompts) -> list[int]``."""
         self.device = torch.device(device)
         self.codec = codec.to(self.device).eval()
         self.prompt_encoder = prompt_encoder
@@ -194,15 +195,7 @@ class Separator:
         codec = Codec.from_pretrained(bundle / "codec")
         prompt_encoder = PromptEncoder.from_pretrained(bundle / "peav", codec=codec)
         model = SeparatorModel.from_pretrained(bundle / "separator")
-        judge = None
-        if (bundle / "judge").is_dir():
-            try:
-                from judge.scorer import Judge
-
-                judge = Judge.from_pretrained(bundle / "judge", prompt_encoder=prompt_encoder)
-            except ImportError:
-                judge = None
-        return cls(codec, prompt_encoder, model, config=config, device=device, judge=judge)
+        return cls(codec, prompt_encoder, model, config=config, device=device)
 
     # ---------------------------------------------------------------- prompts
     @torch.no_grad()
