@@ -58,6 +58,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--hidden-dim", type=int, default=256)
     t.add_argument("--num-layers", type=int, default=6)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--codec", default="", help="codec folder (default: the bundle's codec)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--resume", action="store_true")
     t.set_defaults(func=run_train)
@@ -170,7 +171,7 @@ def run_train(args) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, objective=args.objective, steps=args.steps, minutes=args.minutes,
         batch=args.batch, lr=args.lr, pool=args.pool, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
-        seed=args.seed, device=args.device,
+        seed=args.seed, device=args.device, codec=args.codec,
     )
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")

@@ -48,6 +48,7 @@ class TrainConfig:
     threads: int = 2
     hidden_dim: int = 256
     num_layers: int = 6
+    codec: str = ""  # codec folder; empty: the default bundle's
 
 
 @dataclass
@@ -180,7 +181,7 @@ def _save_checkpoint(out: Path, model: SeparatorModel, optimizer, step: int, cfg
 def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a separator; writes ``cfg.out/checkpoint`` and ``cfg.out/final``."""
     from dataengine.mixing import MixtureSampler
-    from encoders.codec import load_default_codec
+    from encoders.codec import Codec, load_default_codec
     from encoders.peav import load_default_prompt_encoder
 
     torch.set_num_threads(cfg.threads)
@@ -188,8 +189,8 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     device = torch.device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    codec = load_default_codec().to(device).eval()
-    prompt_encoder = load_default_prompt_encoder()
+    codec = (Codec.from_pretrained(cfg.codec) if cfg.codec else load_default_codec()).to(device).eval()
+    prompt_encoder = load_default_prompt_encoder(codec=codec)
     cache = PromptCache(prompt_encoder)
     np_rng = np.random.default_rng(cfg.seed)
     py_rng = random.Random(cfg.seed)
