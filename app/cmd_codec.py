@@ -133,6 +133,7 @@ def run_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         adversarial=args.adversarial,
         max_minutes=args.max_minutes,
+        stop_after_minutes=args.stop_after_minutes,
         save_every=args.save_every,
         codec=codec_overrides,
     )
@@ -197,7 +198,16 @@ def register(commands, train_commands) -> None:
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     train.add_argument(
-        "--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="training-time budget in minutes over all resumes (sets the LR schedule)",
+    )
+    train.add_argument(
+        "--stop-after-minutes",
+        type=float,
+        default=None,
+        help="stop this run early (resume later with --resume)",
     )
     train.add_argument("--save-every", type=int, default=500)
     train.add_argument("--adversarial", action="store_true", help="add DAC's discriminator (GPU advised)")

@@ -28,6 +28,7 @@ from encoders.errors import WeightsError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+INITIAL_SCALE_BIAS = -3.0
 DEFAULT_CODEC_DIR = Path(__file__).resolve().parent.parent / "promptsep_assets" / "default" / "codec"
 
 
@@ -41,10 +42,10 @@ class CodecConfig:
     """
 
     sample_rate: int = 16000
-    encoder_dim: int = 16
+    encoder_dim: int = 8
     encoder_rates: list[int] = field(default_factory=lambda: [2, 4, 8, 10])
     latent_dim: int = 64
-    decoder_dim: int = 256
+    decoder_dim: int = 128
     decoder_rates: list[int] = field(default_factory=lambda: [10, 8, 4, 2])
     encoder_out_dim: int | None = None
     chunk_seconds: float = 10.0
@@ -117,6 +118,9 @@ class VAEBottleneck(nn.Module):
         self.in_proj = WNConv1d(features, 2 * latent_dim, kernel_size=1)
         self.out_proj = WNConv1d(latent_dim, features, kernel_size=1)
         self.min_scale = min_scale
+        # start with small posterior noise (scale ~0.05) so early training sees the mean
+        with torch.no_grad():
+            self.in_proj.bias[latent_dim:] = INITIAL_SCALE_BIAS
 
     def posterior(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, F, T)`` encoder features -> mean ``(B, D, T)`` and positive scale ``(B, D, T)``."""

@@ -43,7 +43,7 @@ class TrainConfig:
     lr: float = 5e-4
     betas: tuple[float, float] = (0.8, 0.99)
     weight_decay: float = 0.0
-    warmup_steps: int = 200
+    warmup_steps: int = 50
     grad_clip: float = 100.0
     mel_weight: float = 15.0
     stft_weight: float = 1.0
@@ -56,7 +56,8 @@ class TrainConfig:
     max_clip_seconds: float = 30.0
     save_every: int = 500
     seed: int = 0
-    max_minutes: float | None = None
+    max_minutes: float | None = None  # training-time budget over all resumes (schedule + stop)
+    stop_after_minutes: float | None = None  # stop this invocation early; the schedule is unchanged
     codec: dict = field(default_factory=dict)
 
 
@@ -330,13 +331,17 @@ def kl_divergence(mean: Tensor, scale: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- checkpoints
-def save_checkpoint(out: Path, codec: Codec, optimizers: dict, step: int, config: TrainConfig) -> Path:
+def save_checkpoint(
+    out: Path, codec: Codec, optimizers: dict, step: int, config: TrainConfig, minutes: float = 0.0
+) -> Path:
     """Atomically write ``out/checkpoint`` (codec bundle + ``optimizer.pt`` + ``state.json``)."""
     folder, temp = out / "checkpoint", out / "checkpoint.tmp"
     shutil.rmtree(temp, ignore_errors=True)
     codec.save_pretrained(temp)
     torch.save({name: opt.state_dict() for name, opt in optimizers.items()}, temp / "optimizer.pt")
-    (temp / "state.json").write_text(json.dumps({"step": step, "train_config": asdict(config)}, indent=2))
+    (temp / "state.json").write_text(
+        json.dumps({"step": step, "minutes": minutes, "train_config": asdict(config)}, indent=2)
+    )
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(temp, folder)
     return folder
@@ -372,13 +377,14 @@ def train_codec(
         pool.save(pool_path)
     print(f"audio pool: {pool.seconds / 60:.1f} min ({pool.summary()})", flush=True)
 
-    start_step = 0
+    start_step, minutes_before = 0, 0.0
     checkpoint = out / "checkpoint"
     codec = Codec(codec_config)
     optimizer_state = None
     if resume and (checkpoint / "model.safetensors").is_file():
         codec = Codec.from_pretrained(checkpoint)
-        start_step = json.loads((checkpoint / "state.json").read_text())["step"]
+        state = json.loads((checkpoint / "state.json").read_text())
+        start_step, minutes_before = state["step"], float(state.get("minutes", 0.0))
         optimizer_state = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True)
         print(f"resuming from step {start_step}", flush=True)
     codec.to(target_device).train()
@@ -402,19 +408,22 @@ def train_codec(
 
     started = time.monotonic()
 
+    def minutes_trained() -> float:
+        return minutes_before + (time.monotonic() - started) / 60
+
     def lr_at(step: int) -> float:
         """Linear warm-up, then cosine to 10% over the steps or the time limit, whichever ends first."""
         warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
         progress = step / max(1, config.steps)
         if config.max_minutes:
-            progress = max(progress, (time.monotonic() - started) / (60 * config.max_minutes))
+            progress = max(progress, minutes_trained() / config.max_minutes)
         progress = min(1.0, progress)
         return config.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     sampler = CropSampler(pool, config.seconds, config.mix_prob, config.seed + start_step, target_device)
     mel_loss = MultiScaleMelLoss(codec_config.sample_rate).to(target_device)
     stft_loss = MultiResolutionSTFTLoss()
-    deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else None
+    stop_at = time.monotonic() + 60 * config.stop_after_minutes if config.stop_after_minutes else math.inf
     log = (out / "metrics.jsonl").open("a")
     progress = tqdm(
         range(start_step, config.steps), initial=start_step, total=config.steps, desc="codec", mininterval=5
@@ -453,13 +462,13 @@ def train_codec(
             progress.set_postfix(
                 mel=f"{record['mel']:.3f}", stft=f"{record['stft']:.3f}", kl=f"{record['kl']:.2f}"
             )
-        done = deadline is not None and time.monotonic() > deadline
+        done = time.monotonic() > stop_at or (config.max_minutes and minutes_trained() > config.max_minutes)
         if (step + 1) % config.save_every == 0 or done:
-            save_checkpoint(out, codec, optimizers, step + 1, config)
+            save_checkpoint(out, codec, optimizers, step + 1, config, minutes_trained())
         if done:
             print(f"time limit reached at step {step + 1}", flush=True)
             break
-    save_checkpoint(out, codec, optimizers, step + 1, config)
+    save_checkpoint(out, codec, optimizers, step + 1, config, minutes_trained())
     codec.eval().cpu()
     codec.save_pretrained(out / "codec")
     return codec
