@@ -238,3 +238,30 @@ def test_shipped_codec_round_trips_a_real_clip():
     untrained_mel = mel_distance(baseline[:, 0], wav[:, 0], codec.sample_rate).item()
     assert trained_mel < 0.5 * untrained_mel
     assert si_sdr(recon.flatten(1), wav.flatten(1)).item() > 0.0
+
+
+def test_cli_roundtrip_keeps_rate_channels_and_length(tmp_path: Path):
+    import soundfile
+
+    from app.cli import main
+
+    tiny_codec().save_pretrained(tmp_path / "codec")
+    stereo = 0.1 * torch.randn(22050 + 17, 2).numpy()
+    soundfile.write(tmp_path / "clip.wav", stereo, 22050)
+    common = ["--codec", str(tmp_path / "codec")]
+    assert (
+        main(["codec", "roundtrip", str(tmp_path / "clip.wav"), "--out", str(tmp_path / "rt"), *common]) == 0
+    )
+    out, rate = soundfile.read(tmp_path / "rt" / "clip.wav")
+    assert rate == 22050 and out.shape == stereo.shape
+    assert main(["codec", "encode", str(tmp_path / "clip.wav"), "--out", str(tmp_path / "lat"), *common]) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "lat" / "clip.safetensors"), framework="pt") as handle:
+        assert handle.get_tensor("latents").shape == (2, 8, math.ceil(16000 * (22050 + 17) / 22050 / 640))
+        assert handle.metadata()["source_sample_rate"] == "22050"
+    lat = str(tmp_path / "lat" / "clip.safetensors")
+    assert main(["codec", "decode", lat, "--out", str(tmp_path / "dec"), *common]) == 0
+    decoded, rate = soundfile.read(tmp_path / "dec" / "clip.wav")
+    assert rate == 22050 and decoded.shape == stereo.shape
+    assert main(["codec", "roundtrip", str(tmp_path / "missing.wav"), "--out", str(tmp_path), *common]) == 2
