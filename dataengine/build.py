@@ -27,15 +27,16 @@ import soundfile as sf
 from tqdm import tqdm
 
 from dataengine.audio import ProcessConfig, process
-from dataengine.images import copy_picture, render_emoji_set
+from dataengine.images import copy_picture, emoji_paths, render_emoji_set
 from dataengine.library import load_library
 from dataengine.mixing import ClipCache, group_by_category, make_mixture
 from dataengine.sources import SOURCES, RawItem, Source, licence_of, load_item, slug
-from dataengine.vocabulary import CATEGORIES, av_caption, captions, visual_caption
+from dataengine.vocabulary import CATEGORIES, RULES, av_caption, captions, visual_caption
 from encoders.errors import PromptsepError
 
 ENGINE_VERSION = 3
 SPLITS = ("train", "val", "test")
+RULES_DIGEST = hashlib.sha1(json.dumps(RULES).encode()).hexdigest()[:12]
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}
 
 
@@ -154,6 +155,7 @@ def _stamp(source: Source, config: BuildConfig) -> dict:
         "seed": config.seed,
         "max_seconds": config.max_seconds,
         "max_segments": config.max_segments,
+        "rules": RULES_DIGEST if source.uses_rules else None,
     }
 
 
@@ -370,7 +372,7 @@ def build(config: BuildConfig) -> BuildResult:
     if not available:
         raise PromptsepError("no data source is available: install the Debian packages listed in "
                              "dataengine/apt-packages.txt (as root: `make data` does it)")
-    emoji = render_emoji_set(config.out, config.root, config.seed)
+    emoji = emoji_paths(config.out)
     records: list[dict] = []
     built, cached = [], []
     pool = None
@@ -390,6 +392,7 @@ def build(config: BuildConfig) -> BuildResult:
             pool.close()
             pool.join()
     records.sort(key=lambda r: r["id"])
+    render_emoji_set(config.out, config.root, config.seed, categories=sorted({r["category"] for r in records}))
     assign_splits(records, config.seed)
     library_text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     (config.out / "library.jsonl").write_text(library_text, encoding="utf-8")

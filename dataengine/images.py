@@ -53,10 +53,16 @@ def emoji_path(out: Path, category: str, variant: int) -> Path:
     return out / "images" / "emoji" / f"{category.replace(' ', '-')}_{variant}.png"
 
 
-def render_emoji_set(out: Path, root: Path, seed: int, variants: int = VARIANTS) -> dict[str, list[str]]:
-    """Render ``variants`` PNGs per category under ``out/images/emoji``; skip existing files.
+def emoji_paths(out: Path, variants: int = VARIANTS) -> dict[str, list[str]]:
+    """Category -> the relative paths its emoji variants have (rendered or not yet)."""
+    return {name: [str(emoji_path(out, name, v).relative_to(out)) for v in range(variants)] for name in CATEGORIES}
 
-    Returns category -> relative paths. Without the emoji font, the category name is drawn.
+
+def render_emoji_set(out: Path, root: Path, seed: int, variants: int = VARIANTS,
+                     categories: list[str] | None = None) -> dict[str, list[str]]:
+    """Render ``variants`` PNGs per category (all, or ``categories``) under ``out/images/emoji``;
+    existing files are kept. Returns category -> relative paths. Without the emoji font, the
+    category name is drawn instead.
     """
     font_path = root / EMOJI_FONT
     font = None
@@ -66,7 +72,8 @@ def render_emoji_set(out: Path, root: Path, seed: int, variants: int = VARIANTS)
         except OSError:
             font = None
     result: dict[str, list[str]] = {}
-    for name, entry in CATEGORIES.items():
+    for name in categories if categories is not None else list(CATEGORIES):
+        entry = CATEGORIES[name]
         glyph = None
         paths = []
         for variant in range(variants):

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from dataengine.audio import read_file
+from dataengine.vocabulary import categorize
 
 # (GM program, category) pools by the median pitch of the part.
 HIGH = [(73, "flute"), (40, "strings"), (56, "brass"), (68, "woodwinds"), (71, "woodwinds"), (0, "piano"),
@@ -26,6 +26,9 @@ MIDDLE = [(41, "strings"), (65, "woodwinds"), (60, "brass"), (0, "piano"), (4, "
           (21, "accordion"), (48, "strings")]
 LOW = [(42, "strings"), (32, "bass"), (33, "bass"), (58, "brass"), (70, "woodwinds"), (57, "brass"), (0, "piano"),
        (19, "organ"), (52, "choir"), (38, "synthesizer"), (43, "strings")]
+TAIL_SECONDS = 2.0
+CATEGORY_PROGRAM = {"piano": 0, "bells": 11, "organ": 19, "accordion": 21, "guitar": 24, "bass": 32, "strings": 40,
+                    "harp": 46, "choir": 52, "brass": 56, "woodwinds": 68, "flute": 73, "synthesizer": 81}
 VOCAL_WORDS = ("soprano", "alto", "tenor", "bass", "voice", "cantus", "quintus", "sextus", "superius",
                "contratenor", "bassus", "altus", "discantus", "triplum", "motetus", "canto", "vox")
 
@@ -45,8 +48,35 @@ def _rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8], "little"))
 
 
-def render_parts(score_path: str, soundfont: str, seed: int, max_parts: int = 4,
-                 rate: int = 16_000) -> list[tuple[str, str, np.ndarray, int, str]]:
+def render_midi(midi: str, soundfont: str, rate: int, seconds: float) -> np.ndarray:
+    """Render a MIDI file with fluidsynth to mono float32 ``(N,)``, at most ``seconds`` long.
+
+    fluidsynth writes raw 16-bit stereo PCM to a pipe; reading stops (and the synth is
+    killed) after ``seconds``, which also guards against hanging notes that never end.
+    """
+    limit = int(seconds * rate) * 2 * 2
+    command = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(rate), "-T", "raw",
+               "-O", "s16", "-F", "-", soundfont, midi]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    chunks, size = [], 0
+    try:
+        while size < limit:
+            chunk = process.stdout.read(min(1 << 16, limit - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        process.kill()
+        process.wait()
+    data = b"".join(chunks)
+    data = data[: len(data) // 4 * 4]
+    pcm = np.frombuffer(data, dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768.0
+    return pcm.mean(axis=1)
+
+
+def render_parts(score_path: str, soundfont: str, seed: int, max_parts: int = 4, rate: int = 16_000,
+                 max_seconds: float = 65.0) -> list[tuple[str, str, np.ndarray, int, str]]:
     """Render up to ``max_parts`` parts of a score. Returns ``(suffix, category, wav (N,), rate, detail)``."""
     from music21 import converter, instrument, tempo
 
@@ -72,8 +102,11 @@ def render_parts(score_path: str, soundfont: str, seed: int, max_parts: int = 4,
             label = (part.partName or (existing.instrumentName if existing else "") or "").lower()
             program = existing.midiProgram if existing is not None else None
             vocal = any(word in label for word in VOCAL_WORDS) or not label
+            named = categorize(label, groups=("music",)) if not vocal else None
             if program is not None and not vocal:
                 category = program_category(program)
+            elif named in CATEGORY_PROGRAM:
+                program, category = CATEGORY_PROGRAM[named], named
             else:
                 pitches = [n.pitch.midi for n in part.recurse().notes if n.isNote]
                 median = float(np.median(pitches)) if pitches else 60.0
@@ -91,13 +124,13 @@ def render_parts(score_path: str, soundfont: str, seed: int, max_parts: int = 4,
             part.insert(0, new)
             part.insert(0, tempo.MetronomeMark(number=bpm))
             midi = os.path.join(folder, f"p{index}.mid")
-            wav_path = os.path.join(folder, f"p{index}.wav")
+            seconds = min(float(part.highestTime) * 60.0 / bpm + TAIL_SECONDS, max_seconds)
             try:
                 part.write("midi", fp=midi)
-                subprocess.run(["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(rate),
-                                "-F", wav_path, soundfont, midi], capture_output=True, check=True, timeout=300)
-                wav, wav_rate = read_file(wav_path)
+                wav = render_midi(midi, soundfont, rate, seconds)
             except (subprocess.SubprocessError, OSError, ValueError):
                 continue
-            stems.append((f"p{index}", category, wav, wav_rate, f"{label or 'part'} of {name} as GM program {program}"))
+            if wav.size == 0:
+                continue
+            stems.append((f"p{index}", category, wav, rate, f"{label or 'part'} of {name} as GM program {program}"))
     return stems

@@ -74,6 +74,7 @@ class Source:
     version: int = 1
     description: str = ""
     extra_paths: tuple[tuple[str, str], ...] = field(default=())  # (path, apt package) needed too
+    uses_rules: bool = True  # categories come from the vocabulary's keyword rules (cache key includes them)
 
     def missing(self, root: Path) -> list[str]:
         """Human lines naming what is missing for this source (empty when available)."""
@@ -298,6 +299,7 @@ def list_tuxpaint(root: Path, small: bool, seed: int) -> list[RawItem]:
         stem = path.stem
         match = re.match(r"^(.*)_desc(?:_([a-z]{2}))?$", stem)
         stamp = match.group(1) if match else stem
+        # the stamp picture shows what a sound is; a spoken description gets the speech emoji instead
         picture = path.with_name(stamp + ".png")
         image = str(picture) if picture.is_file() else None
         relative = path.relative_to(base).with_suffix("")
@@ -307,7 +309,7 @@ def list_tuxpaint(root: Path, small: bool, seed: int) -> list[RawItem]:
                 continue
             items.append(RawItem("tuxpaint", f"tuxpaint/{relative}", f"{stamp}-{language}",
                                  TUXPAINT_LANGUAGES[language], "file", {"path": str(path)},
-                                 detail=_tuxpaint_text(path.with_name(stamp + ".txt"), language), image=image))
+                                 detail=_tuxpaint_text(path.with_name(stamp + ".txt"), language)))
             continue
         if "alphabets" in relative.parts:
             continue
@@ -365,7 +367,7 @@ def list_wesnoth(root: Path, small: bool, seed: int) -> list[RawItem]:
 
 def list_supertuxkart(root: Path, small: bool, seed: int) -> list[RawItem]:
     def rule(path: Path) -> str | None:
-        if path.parent.name == "music" or "Theme" in path.stem or path.stem in ("intro2", "beneath_the_rabbit_hole"):
+        if path.parent.name == "music" or "Theme" in path.stem or "Remix" in path.stem or path.stem in ("intro2", "beneath_the_rabbit_hole"):
             return "music"
         return categorize(path.stem)
 
@@ -525,7 +527,7 @@ SOURCES: dict[str, Source] = {
     for s in [
         Source("scratch", ("scratch",), ("usr/share/scratch/Media/Sounds",), list_scratch, "CC-BY-SA-3.0 / GPL-2"),
         Source("gcompris", ("gcompris-qt-data",), ("usr/share/gcompris-qt/rcc",), list_gcompris, "CC-BY-SA-3.0 / CC-BY / public domain", version=2),
-        Source("tuxpaint", ("tuxpaint-stamps-default",), ("usr/share/tuxpaint/stamps",), list_tuxpaint, "GPL-2"),
+        Source("tuxpaint", ("tuxpaint-stamps-default",), ("usr/share/tuxpaint/stamps",), list_tuxpaint, "GPL-2", version=2),
         Source("openttd", ("openttd-opensfx",), ("usr/share/games/openttd/baseset/opensfx/opensfx.cat",), list_openttd, "CC-BY-3.0 / CC0 (per title)"),
         Source("minetest", ("minetest-data",), ("usr/share/games/minetest/games",), list_minetest, "CC-BY-SA-3.0 / CC0 / LGPL"),
         Source("wesnoth", ("wesnoth-1.16-data",), ("usr/share/games/wesnoth/1.16",), list_wesnoth, "GPL-2+"),
@@ -533,22 +535,22 @@ SOURCES: dict[str, Source] = {
         Source("music21", ("fluidsynth", "fluid-soundfont-gm", "timgm6mb-soundfont"),
                ("", "usr/share/sounds/sf2/FluidR3_GM.sf2", "usr/share/sounds/sf2/TimGM6mb.sf2"), list_music,
                "music21 corpus (public domain scores, BSD library); FluidR3 GM (MIT) / TimGM6mb (GPL-2)",
-               tools=(("fluidsynth", "fluidsynth"),), pip=(("music21", "music21"),)),
+               tools=(("fluidsynth", "fluidsynth"),), pip=(("music21", "music21"),), uses_rules=False),
         Source("sonicpi", ("sonic-pi-samples",), ("usr/share/sonic-pi/samples",), list_sonicpi, "CC0 / CC-BY-SA-4.0"),
         Source("hydrogen", ("hydrogen-drumkits",), ("usr/share/hydrogen/data/drumkits",), list_hydrogen, "GPL-2+ / CC-BY-3.0 / CC0"),
         Source("asterisk-en", ("asterisk-core-sounds-en-wav", "asterisk-core-sounds-en"),
                ("usr/share/asterisk/sounds/en_US_f_Allison", "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"),
-               list_asterisk_en, "CC-BY-SA-3.0"),
+               list_asterisk_en, "CC-BY-SA-3.0", uses_rules=False),
         Source("asterisk-es", ("asterisk-core-sounds-es-wav",), ("usr/share/asterisk/sounds/es_MX_f_Allison",),
-               list_asterisk_es, "CC-BY-SA-3.0"),
+               list_asterisk_es, "CC-BY-SA-3.0", uses_rules=False),
         Source("espeak", ("espeak-ng",), ("",), list_espeak, "GPL-3+ (synthesiser); sentences by promptsep",
-               tools=(("espeak-ng", "espeak-ng"),)),
-        Source("flite", ("flite",), ("",), list_flite, "BSD-like (flite); sentences by promptsep", tools=(("flite", "flite"),)),
+               tools=(("espeak-ng", "espeak-ng"),), uses_rules=False),
+        Source("flite", ("flite",), ("",), list_flite, "BSD-like (flite); sentences by promptsep", tools=(("flite", "flite"),), uses_rules=False),
         Source("festival", ("festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts"),
                ("", "usr/share/festival/voices/english/kal_diphone", "usr/share/festival/voices/english/ked_diphone",
                 "usr/share/festival/voices/us/cmu_us_slt_arctic_hts"),
                list_festival, "festival (X11-like) and festvox voices (free); sentences by promptsep",
-               tools=(("text2wave", "festival"),)),
+               tools=(("text2wave", "festival"),), uses_rules=False),
     ]
 }
 
