@@ -39,6 +39,7 @@ from separation.baselines import (
 from separation.metrics import si_sdri
 
 CROP_TRIES = 8
+SAMPLE_RETRIES = 20
 ACTIVE_FRACTION = 0.25  # a crop's target RMS must reach this fraction of the whole clip's
 
 
@@ -98,6 +99,21 @@ def _crop(example: Example, length: int, rng: random.Random) -> tuple[np.ndarray
     return tuple(a[start : start + length] for a in (example.mixture, example.target, example.residual))  # type: ignore[return-value]
 
 
+def _sample_with_retries(sampler, rng: np.random.Generator) -> Example:
+    """One sampler mixture; a clip that fails to load (e.g. the data engine rewriting it) is skipped."""
+    for attempt in range(SAMPLE_RETRIES):
+        try:
+            m = sampler.sample(rng)
+            return Example(m.mixture, m.target, m.residual, m.prompt)
+        except (OSError, RuntimeError, PromptsepError) as error:
+            if attempt == SAMPLE_RETRIES - 1:
+                raise PromptsepError(
+                    f"the data engine's sampler failed {SAMPLE_RETRIES} times in a row: {error}"
+                ) from error
+            print(f"skipping a mixture whose clip failed to load: {error}")
+    raise AssertionError("unreachable")
+
+
 def batches(
     data: Path, batch_size: int, seconds: float, sample_rate: int, seed: int, source: str = "auto"
 ) -> Iterator[Batch]:
@@ -136,8 +152,7 @@ def batches(
         rows = []
         for _ in range(batch_size):
             if sampler is not None:
-                m = sampler.sample(np_rng)
-                ex = Example(m.mixture, m.target, m.residual, m.prompt)
+                ex = _sample_with_retries(sampler, np_rng)
             else:
                 ex = examples[rng.randrange(len(examples))]
             rows.append((*_crop(ex, length, rng), ex.prompt))
