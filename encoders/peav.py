@@ -31,14 +31,16 @@ Public methods follow the caller's grad mode: wrap inference in ``torch.inferenc
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import repeat
@@ -58,6 +60,7 @@ from transformers import (
     PeVideoModel,
     PreTrainedModel,
 )
+from transformers.initialization import no_init_weights
 
 from encoders.errors import PromptError, WeightsError
 from encoders.prompts import VisualPreprocessing, load_image_frames, load_visual_prompt
@@ -109,13 +112,13 @@ def minilm_dir() -> Path:
 class TowerSizes:
     """Sizes of the embedded default's trained towers (the defaults are the shipped bundle's)."""
 
-    audio_hidden: int = 256
+    audio_hidden: int = 128
     audio_layers: int = 2
-    video_hidden: int = 256  # transformers' audio-visual fusion needs video_hidden == audio_hidden
+    video_hidden: int = 128  # transformers' audio-visual fusion needs video_hidden == audio_hidden
     video_layers: int = 1
     fusion_hidden: int = 128
     fusion_layers: int = 1
-    heads: int = 4
+    heads: int = 2
     head_dim: int = 64
     mlp_ratio: int = 2
     vit_architecture: str = "vit_tiny_patch16_224"
@@ -124,7 +127,7 @@ class TowerSizes:
     vit_heads: int = 4
     vit_patch: int = 8
     vit_features: int = 128
-    image_size: int = 64
+    image_size: int = 48
     num_frames: int = 8
 
 
@@ -156,7 +159,7 @@ class PromptEncoderConfig:
     fixed_text_heads: bool = True
     sample_rate: int = 16_000
     max_text_tokens: int = 64
-    image_size: int = 64
+    image_size: int = 48
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     num_frames: int = 8
@@ -267,6 +270,33 @@ def _is_frozen_key(key: str, config: PromptEncoderConfig) -> bool:
     if config.fixed_text_heads and any(name + "." in key for name in TEXT_HEAD_NAMES):
         return True
     return False
+
+
+def _check_codec_fits(config: PromptEncoderConfig, codec) -> None:
+    """Fail fast when a codec's encoder cannot be this bundle's audio front end."""
+    from encoders.codec import pe_audio_dac_config
+
+    wanted = config.peav.get("audio_video_config", config.peav).get("audio_config", {}).get("dac_config", {})
+    offered = pe_audio_dac_config(codec.config)
+    keys = ("encoder_hidden_size", "downsampling_ratios", "codebook_dim")
+    if any(wanted.get(k) is not None and list(np.atleast_1d(wanted[k])) != list(np.atleast_1d(offered[k])) for k in keys):
+        raise WeightsError(
+            "the codec does not fit this PE-AV bundle's audio front end "
+            f"(bundle: { {k: wanted.get(k) for k in keys} }, codec: { {k: offered[k] for k in keys} }); "
+            "use the codec the bundle was trained with"
+        )
+    if codec.sample_rate != config.sample_rate:
+        raise WeightsError(
+            f"the codec runs at {codec.sample_rate} Hz but this PE-AV bundle expects {config.sample_rate} Hz"
+        )
+
+
+def _construct(model_class: type[PreTrainedModel], config) -> PreTrainedModel:
+    """Instantiate a transformers model. ``PeVideoModel.__init__`` decorates a nested function with
+    ``auto_docstring``, which ``print``s a docstring lint line to stdout on every construction; it
+    is swallowed so that command output (e.g. ``retrieve --json``) stays clean."""
+    with redirect_stdout(io.StringIO()):
+        return model_class(config)
 
 
 @contextmanager
@@ -469,6 +499,24 @@ class PromptEncoder(nn.Module):
         outputs = self._run_audio_encoder(audio_model.audio_encoder, audio, is_latents, mask)
         return _l2(audio_model.audio_head(outputs.pooler_output))
 
+    def embed_long_audio(self, wav: Tensor, window_seconds: float = 10.0, batch: int = 8) -> Tensor:
+        """Embedding ``(E,)`` of a mono waveform ``(1, N)`` of any length: the mean of the embeddings
+        of consecutive ``window_seconds`` windows (the last one masked), re-normalised, so memory
+        does not grow with the length."""
+        wav = wav.reshape(1, -1)
+        window = max(self.hop_length, int(window_seconds * self.sample_rate) // self.hop_length * self.hop_length)
+        total = wav.shape[-1]
+        pad = -total % window
+        padded = F.pad(wav, (0, pad))[0]
+        windows = padded.reshape(-1, window)
+        mask = (torch.arange(padded.shape[0]) < total).reshape(-1, window).long()
+        sums = []
+        for start in range(0, windows.shape[0], batch):
+            embeds = self.embed_audio(windows[start : start + batch, None], mask=mask[start : start + batch])
+            weights = mask[start : start + batch].sum(1, keepdim=True).to(embeds)
+            sums.append((embeds * weights.to(embeds.device)).sum(0))
+        return _l2(torch.stack(sums).sum(0))
+
     def audio_states(self, latents: Tensor, mask: Tensor | None = None, *, is_latents: bool = True) -> Tensor:
         """Per-frame audio states ``(B, T, H)`` (last hidden state of the audio tower, class token
         dropped) of codec latents ``(B, D, T)`` (or a waveform with ``is_latents=False``)."""
@@ -598,15 +646,24 @@ class PromptEncoder(nn.Module):
 
     # ----------------------------------------------------------------------------------- construction
     @classmethod
-    def build(cls, config: PromptEncoderConfig, codec=None) -> PromptEncoder:
+    def build(cls, config: PromptEncoderConfig, codec=None, initialize: bool = True) -> PromptEncoder:
         """A random-init encoder of ``config`` with its pretrained parts attached.
 
         Args:
             config: the configuration (:func:`default_config` for the embedded default).
             codec: the ``encoders.codec.Codec`` whose encoder feeds the audio tower when
                 ``config.audio_frontend == "codec"``; the shipped default codec if ``None``.
+            initialize: run the random initialisation; ``False`` when every weight is loaded next
+                (:meth:`from_pretrained`), which makes loading several times faster.
         """
-        model = MODEL_CLASSES[config.model_class](config.transformers_config())
+        if codec is not None and config.audio_frontend == "codec":
+            _check_codec_fits(config, codec)
+        if initialize:
+            model = _construct(MODEL_CLASSES[config.model_class], config.transformers_config())
+        else:
+            with no_init_weights():
+                model = _construct(MODEL_CLASSES[config.model_class], config.transformers_config())
+            model.tie_weights()  # skipped with the initialisation
         if config.text_weights == "minilm":
             _load_minilm_into(model.text_model)
             tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
@@ -624,14 +681,15 @@ class PromptEncoder(nn.Module):
         return encoder.eval()
 
     @classmethod
-    def build_default(cls, codec=None, sizes: TowerSizes | None = None) -> PromptEncoder:
+    def build_default(cls, codec=None, sizes: TowerSizes | None = None, initialize: bool = True) -> PromptEncoder:
         """The embedded default's architecture at random init around ``codec`` (default codec if
-        ``None``), SigLIP-initialised logit scales."""
+        ``None``), SigLIP-initialised logit scales (``initialize=False``: weights left for a
+        checkpoint to fill)."""
         from encoders.codec import load_default_codec, pe_audio_dac_config
 
         codec = codec if codec is not None else load_default_codec()
         config = default_config(pe_audio_dac_config(codec.config), codec.sample_rate, sizes)
-        encoder = cls.build(config, codec)
+        encoder = cls.build(config, codec, initialize=initialize)
         encoder.init_logit_scales()
         return encoder
 
@@ -712,7 +770,7 @@ class PromptEncoder(nn.Module):
                     "(see `promptsep train encoders`)"
                 )
         config = PromptEncoderConfig.from_dict(json.loads(config_file.read_text()))
-        encoder = cls.build(config, codec)
+        encoder = cls.build(config, codec, initialize=False)
         if config.text_weights == "bundle":
             encoder.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         encoder.load_trainable_state(load_file(str(weights_file)))
@@ -754,13 +812,9 @@ class PromptEncoder(nn.Module):
             raise WeightsError(f"{config_file} is missing; pass a downloaded facebook/pe-av-* folder")
         raw = json.loads(config_file.read_text())
         model_class = _official_class(raw)
-        loaded, info = MODEL_CLASSES[model_class].from_pretrained(
-            folder, local_files_only=True, output_loading_info=True
-        )
-        problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
-        if problems:
-            summary = ", ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {sorted(v)[0]})" for k, v in problems.items())
-            raise WeightsError(f"{folder}: the weights do not match {model_class}: {summary}")
+        model_config = CONFIG_CLASSES[model_class].from_pretrained(folder, local_files_only=True)
+        loaded = _construct(MODEL_CLASSES[model_class], model_config)
+        _load_official_weights(loaded, folder, model_class)
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as error:
@@ -781,6 +835,43 @@ class PromptEncoder(nn.Module):
             num_frames=visual.num_frames,
         )
         return cls(config, loaded, tokenizer).to(map_location).eval()
+
+
+def _official_weight_files(folder: Path) -> list[Path]:
+    index = folder / (WEIGHTS_NAME + ".index.json")
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = [folder / name for name in names]
+    else:
+        files = [folder / WEIGHTS_NAME]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise WeightsError(f"{missing[0]} is missing; the checkpoint folder is incomplete")
+    return files
+
+
+def _load_official_weights(model: PreTrainedModel, folder: Path, model_class: str) -> None:
+    """Strictly load transformers-layout safetensors (single or sharded) into ``model``.
+
+    Weights that transformers ties (the text tower and the audio/video encoders shared by the
+    sub-models) are stored once; a key absent from the files is accepted only when its tensor is
+    tied to a stored one. (transformers' own ``from_pretrained`` is not used: with timm's PE-core
+    ViT its tied-weight bookkeeping trips over the rotary ``bands`` buffer.)
+    """
+    state: dict[str, Tensor] = {}
+    for file in _official_weight_files(folder):
+        state.update(load_file(str(file)))
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+    stored = {own[k].data_ptr() for k in state if k in own and own[k].numel()}
+    missing = sorted(k for k in own if k not in state and not (own[k].numel() and own[k].data_ptr() in stored))
+    problems = {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+    if any(problems.values()):
+        summary = ", ".join(f"{len(v)} {k} (e.g. {v[0]})" for k, v in problems.items() if v)
+        raise WeightsError(f"{folder}: the weights do not match {model_class}: {summary}")
+    model.load_state_dict(state, strict=False)
+    model.eval()
 
 
 def _official_class(raw: dict) -> str:
@@ -841,3 +932,41 @@ def load_default_prompt_encoder(map_location: str | torch.device = "cpu", codec=
             "with `promptsep train encoders --data DIR --out DIR`"
         )
     return PromptEncoder.from_pretrained(DEFAULT_PEAV_DIR, codec=codec, map_location=map_location)
+
+
+def load_prompt_encoder(
+    bundle: str | os.PathLike | None = None,
+    official: str | os.PathLike | None = None,
+    map_location: str | torch.device = "cpu",
+) -> PromptEncoder:
+    """The prompt encoder a command asks for.
+
+    Args:
+        bundle: a model bundle folder (with ``peav/`` and ``codec/``) or a ``peav`` folder itself;
+            the embedded default if ``None``.
+        official: a local ``facebook/pe-av-*`` / ``pe-a-frame-*`` folder (wins over ``bundle``).
+    """
+    if official is not None:
+        return PromptEncoder.from_official(official, map_location=map_location)
+    if bundle is None:
+        return load_default_prompt_encoder(map_location=map_location)
+    bundle = Path(bundle)
+    folder = bundle / "peav" if (bundle / "peav").is_dir() else bundle
+    codec = None
+    codec_dir = folder.parent / "codec"
+    if (codec_dir / WEIGHTS_NAME).is_file():
+        from encoders.codec import Codec
+
+        codec = Codec.from_pretrained(codec_dir)
+    return PromptEncoder.from_pretrained(folder, codec=codec, map_location=map_location)
+
+
+def rank(query: Tensor, items: Tensor, k: int) -> list[tuple[int, float]]:
+    """Indices and cosine scores of the ``k`` items most similar to ``query``, best first.
+
+    Shape:
+        query ``(E,)`` or ``(1, E)``, items ``(N, E)``, both L2-normalised.
+    """
+    scores = items.float() @ query.reshape(-1).float()
+    top = scores.topk(min(k, scores.shape[0]))
+    return [(int(i), float(v)) for v, i in zip(top.values, top.indices, strict=True)]

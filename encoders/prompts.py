@@ -38,7 +38,7 @@ class VisualPreprocessing:
         num_frames: frames sampled from a video.
     """
 
-    image_size: int = 64
+    image_size: int = 48
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     num_frames: int = 8
@@ -81,7 +81,7 @@ def read_image(source: str | os.PathLike | Image.Image) -> Image.Image:
             image.load()
             return _flatten_alpha(image)
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise PromptError(f"{path}: cannot decode the image prompt ({error}); use a PNG or JPEG picture")
+        raise PromptError(f"{path}: cannot decode the image prompt ({error}); use a PNG or JPEG picture") from error
 
 
 def letterbox(image: Image.Image, size: int) -> Image.Image:
@@ -145,7 +145,7 @@ def read_video_frames(path: str | os.PathLike, prep: VisualPreprocessing) -> tor
     except PromptError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise PromptError(f"{path}: cannot decode the video prompt ({error})")
+        raise PromptError(f"{path}: cannot decode the video prompt ({error})") from error
     if not decoded:
         raise PromptError(f"{path}: the video prompt has no frames")
     count = min(prep.num_frames, len(decoded))

@@ -1,0 +1,201 @@
+"""``promptsep embed``, ``promptsep retrieve`` and ``promptsep train encoders``: thin commands over
+``encoders.peav`` / ``encoders.peav_train``.
+
+An index is two files next to each other: ``INDEX.safetensors`` (``embeddings`` ``(N, E)``,
+L2-normalised) and ``INDEX.json`` (the file paths in the same order and the model that made them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from encoders.errors import AudioError, PromptError, PromptsepError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", ".m4a", ".aac"}
+
+
+def register(commands, train_commands) -> None:
+    p = commands.add_parser(
+        "embed",
+        help="build a retrieval index of audio/video files",
+        description=(
+            "Embed every audio or video file (folders are searched recursively) with the PE-AV audio "
+            "tower and write INDEX.safetensors + INDEX.json for `promptsep retrieve`."
+        ),
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="audio/video files or folders")
+    p.add_argument("--out", "-o", type=Path, required=True, help="index path (INDEX.safetensors and INDEX.json are written)")
+    _model_arguments(p)
+    p.add_argument("--window", type=float, default=10.0, help="seconds per embedding window; a file's windows are averaged")
+    p.set_defaults(func=run_embed)
+
+    r = commands.add_parser(
+        "retrieve",
+        help="rank indexed files by similarity to a text, picture or audio query",
+        description="Rank the files of an index built by `promptsep embed` against one query.",
+    )
+    r.add_argument("index", type=Path, help="index written by `promptsep embed --out INDEX`")
+    query = r.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="text query, e.g. 'dog barking'")
+    query.add_argument("--image", type=Path, help="picture (or video file) of the sound source")
+    query.add_argument("--audio", type=Path, help="audio example of the sound")
+    r.add_argument("-k", type=int, default=10, help="number of results")
+    r.add_argument("--json", action="store_true", help='print a JSON list of {"path", "score"}, best first')
+    _model_arguments(r, default_note=" (default: the model recorded in the index)")
+    r.set_defaults(func=run_retrieve)
+
+    t = train_commands.add_parser(
+        "encoders",
+        help="train the PE-AV audio/visual towers on the data-engine library",
+        description="Train the default PE-AV towers into the fixed MiniLM text space (resumable); writes OUT/bundle.",
+    )
+    t.add_argument("--data", default="data", help="data-engine folder (promptsep data build)")
+    t.add_argument("--out", default="runs/peav", help="run folder (feature cache, checkpoint, metrics, bundle)")
+    t.add_argument("--steps", type=int, default=1500)
+    t.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: run all steps)")
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--codec", type=Path, default=None, help="codec folder (default: the embedded codec)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.set_defaults(func=run_train)
+
+
+def _model_arguments(parser: argparse.ArgumentParser, default_note: str = "") -> None:
+    parser.add_argument("--bundle", type=Path, default=None, help=f"model bundle or peav folder{default_note}")
+    parser.add_argument("--official", type=Path, default=None, help="local facebook/pe-av-* or pe-a-frame-* folder")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def index_files(index: Path) -> tuple[Path, Path]:
+    """``INDEX.safetensors`` and ``INDEX.json`` for an index path given with or without a suffix."""
+    index = Path(index)
+    if index.suffix in (".safetensors", ".json"):
+        index = index.with_suffix("")
+    return index.with_name(index.name + ".safetensors"), index.with_name(index.name + ".json")
+
+
+def collect_media(paths: list[Path]) -> list[Path]:
+    """Audio/video files named directly or found under folders, sorted, without duplicates."""
+    from encoders.prompts import VIDEO_SUFFIXES
+
+    suffixes = AUDIO_SUFFIXES | VIDEO_SUFFIXES
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise AudioError(f"{path}: no such file or folder")
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def run_embed(args) -> int:
+    import torch
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from encoders.audio_io import load_audio
+    from encoders.peav import load_prompt_encoder
+
+    files = collect_media(args.paths)
+    if not files:
+        raise AudioError(f"no audio or video files under {', '.join(map(str, args.paths))}")
+    encoder = load_prompt_encoder(args.bundle, args.official, map_location=args.device)
+    embeddings, kept, skipped = [], [], []
+    with torch.inference_mode():
+        for path in tqdm(files, desc="embedding", unit="file"):
+            try:
+                wav, _ = load_audio(path, sample_rate=encoder.sample_rate, channels=1)
+            except AudioError as error:
+                skipped.append(f"{error}")
+                continue
+            embeddings.append(encoder.embed_long_audio(wav.to(encoder.device), window_seconds=args.window).cpu())
+            kept.append(str(path))
+    for message in skipped:
+        print(f"promptsep: skipped {message}", file=sys.stderr)
+    if not kept:
+        raise AudioError("none of the files could be read; nothing indexed")
+    weights_file, meta_file = index_files(args.out)
+    weights_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"embeddings": torch.stack(embeddings).contiguous()}, str(weights_file))
+    meta = {
+        "paths": kept,
+        "embed_dim": encoder.embed_dim,
+        "bundle": str(args.bundle.resolve()) if args.bundle else None,
+        "official": str(args.official.resolve()) if args.official else None,
+    }
+    meta_file.write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"indexed {len(kept)} files -> {weights_file} + {meta_file.name}")
+    return 0
+
+
+def run_retrieve(args) -> int:
+    import torch
+    from safetensors.torch import load_file
+
+    from encoders.audio_io import load_audio
+    from encoders.peav import load_prompt_encoder, rank
+
+    weights_file, meta_file = index_files(args.index)
+    for needed in (weights_file, meta_file):
+        if not needed.is_file():
+            raise PromptsepError(f"{needed} is missing; build the index with `promptsep embed FILES --out {args.index}`")
+    meta = json.loads(meta_file.read_text())
+    items = load_file(str(weights_file))["embeddings"]
+    if args.k < 1:
+        raise PromptError("-k must be at least 1")
+    bundle = args.bundle or (Path(meta["bundle"]) if meta.get("bundle") else None)
+    official = args.official or (Path(meta["official"]) if meta.get("official") else None)
+    encoder = load_prompt_encoder(bundle, official, map_location=args.device)
+    if encoder.embed_dim != items.shape[1]:
+        raise PromptsepError(
+            f"the index holds {items.shape[1]}-d embeddings but the model makes {encoder.embed_dim}-d ones; "
+            "query with the model that built the index"
+        )
+    with torch.inference_mode():
+        if args.text is not None:
+            query = encoder.embed_text([args.text])
+        elif args.image is not None:
+            query = encoder.embed_video(encoder.video_frames(args.image)[None])
+        else:
+            wav, _ = load_audio(args.audio, sample_rate=encoder.sample_rate, channels=1)
+            query = encoder.embed_long_audio(wav.to(encoder.device))
+    results = [{"path": meta["paths"][i], "score": round(score, 6)} for i, score in rank(query.cpu(), items, args.k)]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(f"{'rank':>4}  {'score':>7}  path")
+        for position, result in enumerate(results, 1):
+            print(f"{position:>4}  {result['score']:7.4f}  {result['path']}")
+    return 0
+
+
+def run_train(args) -> int:
+    from encoders.peav_train import EncoderTrainConfig, train_encoders
+
+    codec = None
+    if args.codec is not None:
+        from encoders.codec import Codec
+
+        codec = Codec.from_pretrained(args.codec)
+    cfg = EncoderTrainConfig(
+        data=str(args.data),
+        out=str(args.out),
+        steps=args.steps,
+        minutes=args.minutes,
+        batch_size=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+        device=args.device,
+    )
+    bundle = train_encoders(cfg, resume=args.resume, codec=codec)
+    print(f"PE-AV bundle written to {bundle} (copy it to promptsep_assets/default/peav to ship it)")
+    return 0

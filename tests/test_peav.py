@@ -1,0 +1,347 @@
+"""PE-AV prompt encoder: official layout round trip, shapes, normalisation, latents path, bundle
+round trip, errors, training smoke test, retrieval CLI and the shipped bundle's sanity."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from encoders.codec import Codec, CodecConfig
+from encoders.errors import PromptError, WeightsError
+from encoders.peav import PromptEncoder, TowerSizes, load_prompt_encoder, rank
+from encoders.prompts import VisualPreprocessing, load_image_frames, pad_frames, read_image
+
+RATE = 16000
+SMALL = TowerSizes(audio_hidden=32, audio_layers=1, video_hidden=32, fusion_hidden=32, heads=2, head_dim=16,
+                   vit_depth=1, vit_width=32, vit_heads=2, vit_features=16, image_size=32, num_frames=2)
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    torch.manual_seed(0)
+    return Codec(CodecConfig()).eval()
+
+
+@pytest.fixture(scope="module")
+def encoder(codec) -> PromptEncoder:
+    torch.manual_seed(0)
+    return PromptEncoder.build_default(codec, SMALL)
+
+
+def _tone(freq: float, seconds: float = 1.0) -> torch.Tensor:
+    t = torch.arange(int(seconds * RATE)) / RATE
+    return (0.3 * torch.sin(2 * torch.pi * freq * t)).reshape(1, 1, -1)
+
+
+# --------------------------------------------------------------------------------------------- default
+def test_embeddings_have_the_shared_dim_and_unit_norm(encoder, codec):
+    wav = torch.cat([_tone(220), _tone(880)])
+    frames = torch.randn(2, 3, 3, SMALL.image_size, SMALL.image_size)
+    with torch.inference_mode():
+        latents = codec.encode(wav)
+        outputs = {
+            "text": encoder.embed_text(["dog barking", "a piano"]),
+            "audio": encoder.embed_audio(latents, is_latents=True),
+            "video": encoder.embed_video(frames),
+            "audio_video": encoder.embed_audio_video(latents, frames),
+        }
+        states, mask = encoder.text_states(["dog", "a dog barking loudly"])
+        assert encoder.audio_states(latents).shape == (2, latents.shape[-1], SMALL.audio_hidden)
+        assert encoder.video_states(frames).shape == (2, 3, SMALL.video_hidden)
+        assert encoder.audio_frame_embeds(latents).shape == (2, latents.shape[-1], 384)
+    assert encoder.embed_dim == 384
+    for name, embedding in outputs.items():
+        assert embedding.shape == (2, 384), name
+        assert torch.allclose(embedding.norm(dim=-1), torch.ones(2), atol=1e-5), name
+    assert states.shape[0] == 2 and states.shape[2] == 384
+    assert mask.tolist()[0][-1] == 0 and mask[1].all()
+
+
+def test_latents_path_equals_waveform_path(encoder, codec):
+    wav = torch.cat([_tone(330, 1.3), torch.randn(1, 1, int(1.3 * RATE)) * 0.1])
+    with torch.inference_mode():
+        from_wave = encoder.embed_audio(wav)
+        from_latents = encoder.embed_audio(codec.encode(wav), is_latents=True)
+    assert torch.allclose(from_wave, from_latents, atol=1e-5)
+
+
+def test_padding_mask_ignores_the_padded_frames(encoder, codec):
+    with torch.inference_mode():
+        latents = codec.encode(_tone(440))
+        alone = encoder.embed_audio(latents, is_latents=True)
+        padded = F.pad(latents, (0, 7))
+        mask = torch.ones(1, padded.shape[-1], dtype=torch.long)
+        mask[:, latents.shape[-1]:] = 0
+        masked = encoder.embed_audio(padded, is_latents=True, mask=mask)
+    assert torch.allclose(alone, masked, atol=1e-4)
+
+
+def test_text_space_is_minilm_mean_pooled_and_fixed(encoder):
+    with torch.inference_mode():
+        e = encoder.embed_text(["dog barking", "canine barking", "a piano melody"])
+        heads = [encoder.embed_text(["dog barking"], space=s) for s in ("audio", "video", "audio_video")]
+    assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.3
+    assert all(torch.allclose(heads[0], h) for h in heads[1:])
+    frozen = [n for n, p in encoder.model.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("text_model.") for n in frozen)
+    assert any(".embedder.dac_encoder." in n for n in frozen)
+    assert any("text_audio_head" in n for n in frozen)
+
+
+def test_bundle_round_trip_stores_only_trained_weights(encoder, codec, tmp_path):
+    from safetensors.torch import load_file
+
+    encoder.save_pretrained(tmp_path / "peav", dtype=None)
+    keys = load_file(str(tmp_path / "peav" / "model.safetensors")).keys()
+    assert not any(k.startswith("text_model.") or ".dac_encoder." in k or "text_audio_head" in k for k in keys)
+    assert "audio_model.audio_head.proj.weight" in keys
+    loaded = PromptEncoder.from_pretrained(tmp_path / "peav", codec=codec)
+    with torch.inference_mode():
+        wav = _tone(500)
+        assert torch.allclose(loaded.embed_audio(wav), encoder.embed_audio(wav), atol=1e-6)
+        assert torch.allclose(loaded.embed_text(["rain"]), encoder.embed_text(["rain"]), atol=1e-6)
+
+
+def test_bundle_with_another_codec_is_refused(encoder, tmp_path):
+    encoder.save_pretrained(tmp_path / "peav")
+    other = Codec(CodecConfig(encoder_dim=4)).eval()
+    with pytest.raises(WeightsError, match="codec"):
+        PromptEncoder.from_pretrained(tmp_path / "peav", codec=other)
+
+
+def test_missing_bundle_names_the_file(tmp_path):
+    with pytest.raises(WeightsError, match="config.json is missing"):
+        PromptEncoder.from_pretrained(tmp_path / "nowhere")
+
+
+def test_bad_prompts_raise_prompt_errors(encoder, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(PromptError, match="empty text prompt"):
+        encoder.embed_text(["  "])
+    with pytest.raises(PromptError, match="cannot decode the image prompt"):
+        encoder.embed_image([bad])
+    with pytest.raises(PromptError, match="not found"):
+        encoder.embed_image([tmp_path / "missing.png"])
+    with pytest.raises(PromptError, match="latents"):
+        encoder.embed_audio(torch.zeros(1, 3, 10), is_latents=True)
+
+
+# --------------------------------------------------------------------------------------------- prompts
+def test_images_are_letterboxed_on_white_and_normalised(tmp_path):
+    path = tmp_path / "red.png"
+    Image.new("RGBA", (40, 10), (255, 0, 0, 255)).save(path)
+    prep = VisualPreprocessing(image_size=20)
+    frames = load_image_frames([path, read_image(path)], prep)
+    assert frames.shape == (2, 1, 3, 20, 20)
+    assert frames[0, 0, :, 0, 0].tolist() == [1.0, 1.0, 1.0]  # padding is white
+    assert frames[0, 0, :, 10, 10].tolist() == [1.0, -1.0, -1.0]  # red in the middle
+    padded, mask = pad_frames([torch.zeros(1, 3, 4, 4), torch.zeros(3, 3, 4, 4)])
+    assert padded.shape == (2, 3, 3, 4, 4) and mask.tolist() == [[1, 0, 0], [1, 1, 1]]
+
+
+def test_video_frames_are_sampled_from_a_video_file(encoder, tmp_path):
+    import av
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(10):
+            image = np.full((32, 32, 3), i * 20, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    frames = encoder.video_frames(path)
+    assert frames.shape == (SMALL.num_frames, 3, SMALL.image_size, SMALL.image_size)
+    assert frames[0].mean() < frames[-1].mean()
+    with torch.inference_mode():
+        assert encoder.embed_video(frames[None]).shape == (1, 384)
+
+
+# --------------------------------------------------------------------------------------------- official layout
+def _official_model(kind: str):
+    from transformers import PeAudioConfig, PeAudioFrameLevelModel, PeAudioVideoConfig, PeAudioVideoModel
+
+    text = {"model_type": "modernbert", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "vocab_size": 30522, "pad_token_id": 0, "bos_token_id": 101,
+            "eos_token_id": 102, "cls_token_id": 101, "sep_token_id": 102}
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "head_dim": 16}
+    audio = {"model_type": "pe_audio_encoder", "dac_config": {"downsampling_ratios": [2, 4], "encoder_hidden_size": 4,
+                                                              "codebook_dim": 8}, **small}
+    if kind == "frame":
+        return PeAudioFrameLevelModel(PeAudioConfig(text_config=text, audio_config=audio)).eval()
+    vision = {"architecture": "vit_pe_core_tiny_patch16_384", "num_classes": 16, "global_pool": "map",
+              "model_args": {"img_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2}}
+    video = {"model_type": "pe_video_encoder", "vision_config": vision, **small}
+    config = PeAudioVideoConfig(text_config=text, audio_video_config={"audio_config": audio, "video_config": video, **small})
+    return PeAudioVideoModel(config).eval()
+
+
+def _save_official(model, folder: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from encoders.peav import minilm_dir
+
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True).save_pretrained(folder)
+
+
+def test_official_pe_av_layout_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = _official_model("av")
+    _save_official(model, tmp_path)
+    ours = PromptEncoder.from_official(tmp_path)
+    assert ours.config.text_pooling == "cls" and ours.embed_dim == 32
+    wav = torch.randn(2, 1, 800)
+    frames = torch.randn(2, 2, 3, 32, 32)
+    with torch.inference_mode():
+        tokens = ours.tokenize(["dog barking", "rain"])
+        hidden = model.text_model(**tokens, output_hidden_states=True).hidden_states[-1][:, 0]
+        text = F.normalize(model.audio_model.text_audio_head(hidden), dim=-1)
+        audio = F.normalize(model.audio_model.audio_head(model.audio_model.audio_encoder(wav).pooler_output), dim=-1)
+        video_out = model.video_model.video_encoder(pixel_values_videos=frames).pooler_output
+        video = F.normalize(model.video_model.video_head(video_out), dim=-1)
+        fused = model.get_audio_video_embeds(wav, frames).audio_video_embeds
+        embedder = model.audio_model.audio_encoder.embedder
+        latents = embedder.bottleneck(embedder.dac_encoder(wav))
+        assert torch.allclose(ours.embed_text(["dog barking", "rain"]), text, atol=1e-5)
+        assert torch.allclose(ours.embed_audio(wav), audio, atol=1e-5)
+        assert torch.allclose(ours.embed_audio(latents, is_latents=True), audio, atol=1e-5)
+        assert torch.allclose(ours.embed_video(frames), video, atol=1e-5)
+        assert torch.allclose(ours.embed_audio_video(wav, frames, is_latents=False), F.normalize(fused, dim=-1), atol=1e-5)
+    assert ours.config.image_size == 32 and ours.config.sample_rate == 48000
+
+
+def test_official_pe_a_frame_layout_round_trip(tmp_path):
+    torch.manual_seed(1)
+    model = _official_model("frame")
+    _save_official(model, tmp_path)
+    ours = PromptEncoder.from_official(tmp_path)
+    wav = torch.randn(1, 1, 1600)
+    with torch.inference_mode():
+        frames = F.normalize(model.get_audio_embeds(wav), dim=-1)
+        assert torch.allclose(ours.audio_frame_embeds(wav, is_latents=False), frames, atol=1e-5)
+    with pytest.raises(PromptError, match="no visual tower"):
+        ours.embed_image([Image.new("RGB", (8, 8))])
+
+
+def test_official_folder_with_foreign_weights_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = _official_model("frame")
+    _save_official(model, tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    state.pop("audio_head.proj.weight")
+    state["stray.weight"] = torch.zeros(1)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(WeightsError, match="1 missing .*audio_head.proj.weight.*1 unexpected"):
+        PromptEncoder.from_official(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class FakeClip:
+    id: str
+    path: Path
+    category: str
+    group: str
+    captions: tuple[str, ...]
+    visual_caption: str
+    av_caption: str
+    image: Path | None
+    split: str
+    source: str = "test"
+    duration: float = 1.0
+
+
+def _fake_library(folder: Path) -> list[FakeClip]:
+    clips = []
+    for name, freq, colour in [("dog", 300.0, "brown"), ("piano", 900.0, "black"), ("bird", 3000.0, "blue")]:
+        image = folder / f"{name}.png"
+        Image.new("RGB", (16, 16), colour).save(image)
+        for i in range(3):
+            path = folder / f"{name}{i}.wav"
+            sf.write(path, _tone(freq * (1 + 0.1 * i), 0.6).reshape(-1).numpy(), RATE)
+            split = ("train", "train", "val")[i]
+            clips.append(FakeClip(f"{name}{i}", path, name, "animals", (name, f"a {name}"), f"a photo of a {name}",
+                                  f"a {name} seen and heard", image, split))
+    return clips
+
+
+def test_training_runs_resumes_and_writes_a_loadable_bundle(codec, tmp_path):
+    from encoders.peav_train import EncoderTrainConfig, sigmoid_contrastive_loss, train_encoders
+
+    clips = _fake_library(tmp_path)
+    cfg = EncoderTrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), steps=2, batch_size=4, fusion_rows=2,
+                             eval_every=2, save_every=1, warmup_steps=1, threads=1)
+    train_encoders(cfg, clips=clips, codec=codec)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 2
+    cfg.steps = 3
+    bundle = train_encoders(cfg, resume=True, clips=clips, codec=codec)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == 3
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"text_audio_r1", "zero_shot_acc", "image_audio_r1"} <= set(metrics[-1])
+    loaded = PromptEncoder.from_pretrained(bundle, codec=codec)
+    assert loaded.visual_trained
+    # The sigmoid loss prefers aligned pairs.
+    x = F.normalize(torch.eye(3, 8), dim=-1)
+    labels = torch.eye(3)
+    aligned = sigmoid_contrastive_loss(x, x, labels, torch.tensor([10.0]), torch.tensor([-5.0]))
+    shuffled = sigmoid_contrastive_loss(x, x.roll(1, 0), labels, torch.tensor([10.0]), torch.tensor([-5.0]))
+    assert aligned < shuffled
+
+
+# --------------------------------------------------------------------------------------------- retrieval
+def test_embed_and_retrieve_cli_rank_files(encoder, codec, tmp_path, capsys):
+    from app.cli import main
+
+    encoder.save_pretrained(tmp_path / "bundle" / "peav")
+    codec.save_pretrained(tmp_path / "bundle" / "codec")
+    (tmp_path / "media").mkdir()
+    for name, freq in (("low", 200.0), ("high", 2500.0)):
+        sf.write(tmp_path / "media" / f"{name}.wav", _tone(freq).reshape(-1).numpy(), RATE)
+    (tmp_path / "media" / "notes.txt").write_text("not audio")
+    assert main(["embed", str(tmp_path / "media"), "--out", str(tmp_path / "idx"), "--bundle", str(tmp_path / "bundle")]) == 0
+    assert (tmp_path / "idx.safetensors").is_file()
+    capsys.readouterr()
+    query = str(tmp_path / "media" / "high.wav")
+    assert main(["retrieve", str(tmp_path / "idx"), "--audio", query, "-k", "5", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [Path(r["path"]).name for r in results][0] == "high.wav" and len(results) == 2
+    assert results[0]["score"] == pytest.approx(1.0, abs=1e-4) and results[0]["score"] >= results[1]["score"]
+    assert main(["retrieve", str(tmp_path / "idx"), "--text", "a high whistle"]) == 0
+    assert "rank" in capsys.readouterr().out
+    assert main(["retrieve", str(tmp_path / "nothing"), "--text", "x"]) == 2
+
+
+def test_rank_orders_by_cosine():
+    items = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]), dim=-1)
+    assert [i for i, _ in rank(torch.tensor([0.0, 1.0]), items, 2)] == [2, 1]
+
+
+# --------------------------------------------------------------------------------------------- shipped bundle
+def test_shipped_bundle_ranks_each_example_prompt_first():
+    from promptsep_assets import DEFAULT_BUNDLE, EXAMPLES_DIR
+
+    examples = sorted(EXAMPLES_DIR.glob("peav_*.wav"))
+    config = DEFAULT_BUNDLE / "peav" / "config.json"
+    if not examples or not config.is_file() or not json.loads(config.read_text()).get("visual_trained"):
+        pytest.skip("the trained PE-AV bundle and its peav_*.wav examples are not shipped yet")
+    encoder = load_prompt_encoder()
+    categories = [p.stem.removeprefix("peav_").replace("-", " ") for p in examples]
+    from encoders.audio_io import load_audio
+
+    with torch.inference_mode():
+        audio = torch.cat([encoder.embed_audio(load_audio(p, RATE, 1)[0][None]) for p in examples])
+        text = encoder.embed_text(categories)
+    assert (text @ audio.T).argmax(1).tolist() == list(range(len(examples)))
