@@ -1,0 +1,221 @@
+"""PE-AV encoder benchmark: cross-modal retrieval, zero-shot classification, speed.
+
+    python -m benchmarks.encoders --manifest data/test.jsonl --json out/encoders.json [--bundle DIR]
+
+Galleries (each a set of clips with a category): the data-engine library's clips of the manifest's
+split (``library.jsonl`` next to the manifest, when present) and the manifest's ``target`` files.
+For each gallery, beside a random-init model of the same architecture (same frozen MiniLM text
+tower and codec front end, untrained audio/visual towers):
+
+- text -> audio R@1 / R@5: one query per category (its name, a training phrasing) and one per
+  held-out paraphrase never used in training ("canine barking"); a hit is a clip of that category;
+- image -> audio R@1 / R@5: one query per distinct picture of the gallery (its category is the
+  picture's clip's);
+- zero-shot accuracy: each clip against one prompt per category of the library (the category name),
+  and against held-out paraphrases (mean of each category's held-out prompt embeddings).
+
+Speed (2 CPU threads, and 1 thread for a busy machine): median milliseconds to embed one prompt and one 10 s clip (from the
+waveform through the codec front end, and from codec latents), and their sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import DEFAULT_MANIFEST, markdown_table, read_manifest, write_json
+
+warnings.filterwarnings("ignore", message=".*weight_norm.*")
+
+SPEED_SECONDS = 10.0
+SPEED_REPEATS = 10
+
+
+def _load_wav(path: str, rate: int) -> torch.Tensor:
+    from encoders.audio_io import load_audio
+
+    return load_audio(path, sample_rate=rate, channels=1)[0]
+
+
+def galleries(manifest: Path, rows: list[dict], limit: int | None) -> dict[str, list[dict]]:
+    """``name -> [{"audio", "category", "image"}]`` for the library split and the manifest targets."""
+    out: dict[str, list[dict]] = {}
+    library = manifest.parent / "library.jsonl"
+    split = manifest.stem
+    if library.is_file():
+        from dataengine.library import load_library
+
+        clips = [c for c in load_library(manifest.parent) if c.split == split]
+        out[f"library {split} clips"] = [
+            {"audio": str(c.path), "category": c.category, "image": str(c.image) if c.image else None} for c in clips
+        ][:limit]
+    seen: set[str] = set()
+    targets = []
+    for row in rows:
+        if row.get("target") and row.get("category") and row["target"] not in seen:
+            seen.add(row["target"])
+            targets.append({"audio": row["target"], "category": row["category"], "image": row.get("image")})
+    if targets:
+        out["manifest targets"] = targets[:limit]
+    return out
+
+
+def known_categories(manifest: Path, gallery_sets: dict[str, list[dict]]) -> list[str]:
+    """Categories of the whole library (the zero-shot label set), else those of the galleries."""
+    library = manifest.parent / "library.jsonl"
+    if library.is_file():
+        from dataengine.library import load_library
+
+        return sorted({c.category for c in load_library(manifest.parent)})
+    return sorted({item["category"] for items in gallery_sets.values() for item in items})
+
+
+def heldout(category: str) -> list[str]:
+    try:
+        from dataengine.vocabulary import heldout_prompts
+
+        return heldout_prompts(category)
+    except (ImportError, KeyError):
+        return []
+
+
+@torch.inference_mode()
+def evaluate(encoder, items: list[dict], categories: list[str]) -> dict[str, float | int | None]:
+    """Retrieval and zero-shot metrics of one model on one gallery (see the module docstring)."""
+    from encoders.peav_train import retrieval_metrics, zero_shot_accuracy
+
+    index = {name: i for i, name in enumerate(categories)}
+    items = [item for item in items if item["category"] in index]
+    audio = torch.stack([encoder.embed_long_audio(_load_wav(item["audio"], encoder.sample_rate)) for item in items])
+    labels = torch.tensor([index[item["category"]] for item in items])
+    present = sorted(set(labels.tolist()))
+    metrics: dict[str, float | int | None] = {"clips": len(items), "categories": len(present)}
+
+    names = encoder.embed_text([categories[c] for c in present])
+    result = retrieval_metrics(names, torch.tensor(present), audio, labels)
+    metrics.update({"text_r1": result["r1"], "text_r5": result["r5"]})
+
+    held_text, held_labels = [], []
+    for c in present:
+        for prompt in heldout(categories[c]):
+            held_text.append(prompt)
+            held_labels.append(c)
+    if held_text:
+        result = retrieval_metrics(encoder.embed_text(held_text), torch.tensor(held_labels), audio, labels)
+        metrics.update({"heldout_text_r1": result["r1"], "heldout_text_r5": result["r5"]})
+
+    images = {}
+    for item in items:
+        if item.get("image") and item["image"] not in images:
+            images[item["image"]] = index[item["category"]]
+    if images:
+        paths = list(images)
+        image_embeds = torch.cat([encoder.embed_image(paths[i : i + 32]) for i in range(0, len(paths), 32)])
+        result = retrieval_metrics(image_embeds, torch.tensor([images[p] for p in paths]), audio, labels)
+        metrics.update({"image_r1": result["r1"], "image_r5": result["r5"], "images": len(paths)})
+
+    metrics["zero_shot_acc"] = zero_shot_accuracy(audio, labels, encoder.embed_text(categories))
+    class_heldout = []
+    for name in categories:
+        prompts = heldout(name) or [name]
+        class_heldout.append(torch.nn.functional.normalize(encoder.embed_text(prompts).mean(0), dim=-1))
+    metrics["zero_shot_acc_heldout"] = zero_shot_accuracy(audio, labels, torch.stack(class_heldout))
+    return metrics
+
+
+@torch.inference_mode()
+def speed(encoder, codec, threads: int = 2) -> dict[str, float]:
+    """Median ms on ``threads`` CPU threads to embed one prompt and one 10 s clip."""
+    torch.set_num_threads(threads)
+    wav = torch.randn(1, 1, int(SPEED_SECONDS * encoder.sample_rate)) * 0.1
+    latents = codec.encode(wav)
+
+    def median_ms(fn) -> float:
+        fn()
+        times = []
+        for _ in range(SPEED_REPEATS):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1000)
+        return float(np.median(times))
+
+    out = {
+        "text_ms": median_ms(lambda: encoder.embed_text(["a dog barking in the distance"])),
+        "audio_latents_ms": median_ms(lambda: encoder.embed_audio(latents, is_latents=True)),
+        "audio_waveform_ms": median_ms(lambda: encoder.embed_audio(wav)),
+    }
+    out["clip_plus_prompt_latents_ms"] = out["text_ms"] + out["audio_latents_ms"]
+    out["clip_plus_prompt_waveform_ms"] = out["text_ms"] + out["audio_waveform_ms"]
+    return out
+
+
+COLUMNS = [
+    ("text→audio R@1", "text_r1"),
+    ("R@5", "text_r5"),
+    ("held-out text R@1", "heldout_text_r1"),
+    ("image→audio R@1", "image_r1"),
+    ("R@5", "image_r5"),
+    ("zero-shot acc", "zero_shot_acc"),
+    ("zero-shot (held-out)", "zero_shot_acc_heldout"),
+    ("clips", "clips"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser.add_argument("--json", type=Path, default=Path("out") / "encoders.json")
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle or peav folder (default: the embedded one)")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many clips per gallery")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+
+    from encoders.codec import Codec, load_default_codec
+    from encoders.peav import PromptEncoder, load_prompt_encoder
+
+    rows = read_manifest(args.manifest)
+    gallery_sets = galleries(args.manifest, rows, args.limit)
+    if not gallery_sets:
+        raise SystemExit(f"{args.manifest}: no gallery (no library.jsonl next to it and no target/category rows)")
+    categories = known_categories(args.manifest, gallery_sets)
+    trained = load_prompt_encoder(args.bundle).eval()
+    codec_dir = args.bundle / "codec" if args.bundle is not None else None
+    codec = Codec.from_pretrained(codec_dir) if codec_dir is not None and codec_dir.is_dir() else load_default_codec()
+    torch.manual_seed(args.seed)
+    baseline = PromptEncoder.build_default(codec).eval()
+
+    results: dict = {"manifest": str(args.manifest), "categories": len(categories), "galleries": {}}
+    table = []
+    for gallery, items in gallery_sets.items():
+        results["galleries"][gallery] = {}
+        for model_name, model in (("PE-AV default (trained)", trained), ("random-init towers", baseline)):
+            metrics = evaluate(model, items, categories)
+            results["galleries"][gallery][model_name] = metrics
+            table.append([gallery, model_name] + [metrics.get(key) for _, key in COLUMNS])
+    results["speed"] = speed(trained, codec, threads=2)
+    results["speed_1_thread"] = speed(trained, codec, threads=1)
+    torch.set_num_threads(2)
+    write_json(args.json, results)
+    print(markdown_table(["gallery", "model"] + [name for name, _ in COLUMNS], table))
+    print()
+    speed_rows = [
+        [threads, s["text_ms"], s["audio_latents_ms"], s["audio_waveform_ms"], s["clip_plus_prompt_latents_ms"]]
+        for threads, s in ((2, results["speed"]), (1, results["speed_1_thread"]))
+    ]
+    print(markdown_table(
+        ["CPU threads", "prompt (ms)", "10 s clip, latents (ms)", "10 s clip, waveform (ms)", "clip + prompt (ms)"],
+        speed_rows,
+        digits=1,
+    ))
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
