@@ -42,8 +42,25 @@ def _load_wav(path: str, rate: int) -> torch.Tensor:
     return load_audio(path, sample_rate=rate, channels=1)[0]
 
 
-def galleries(manifest: Path, rows: list[dict], limit: int | None) -> dict[str, list[dict]]:
-    """``name -> [{"audio", "category", "image"}]`` for the library split and the manifest targets."""
+def _cap(items: list[dict], per_category: int | None, seed: int = 0) -> list[dict]:
+    """At most ``per_category`` random items per category (the library is very unbalanced)."""
+    if per_category is None:
+        return items
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(items))
+    counts: dict[str, int] = {}
+    kept = []
+    for i in order.tolist():
+        category = items[i]["category"]
+        if counts.get(category, 0) < per_category:
+            counts[category] = counts.get(category, 0) + 1
+            kept.append(i)
+    return [items[i] for i in sorted(kept)]
+
+
+def galleries(manifest: Path, rows: list[dict], per_category: int | None) -> dict[str, list[dict]]:
+    """``name -> [{"audio", "category", "image"}]`` for the library split and the manifest targets,
+    at most ``per_category`` clips per category each."""
     out: dict[str, list[dict]] = {}
     library = manifest.parent / "library.jsonl"
     split = manifest.stem
@@ -53,7 +70,8 @@ def galleries(manifest: Path, rows: list[dict], limit: int | None) -> dict[str, 
         clips = [c for c in load_library(manifest.parent) if c.split == split]
         out[f"library {split} clips"] = [
             {"audio": str(c.path), "category": c.category, "image": str(c.image) if c.image else None} for c in clips
-        ][:limit]
+        ]
+        out[f"library {split} clips"] = _cap(out[f"library {split} clips"], per_category)
     seen: set[str] = set()
     targets = []
     for row in rows:
@@ -61,7 +79,7 @@ def galleries(manifest: Path, rows: list[dict], limit: int | None) -> dict[str, 
             seen.add(row["target"])
             targets.append({"audio": row["target"], "category": row["category"], "image": row.get("image")})
     if targets:
-        out["manifest targets"] = targets[:limit]
+        out["manifest targets"] = _cap(targets, per_category)
     return out
 
 
@@ -85,13 +103,24 @@ def heldout(category: str) -> list[str]:
 
 
 @torch.inference_mode()
-def evaluate(encoder, items: list[dict], categories: list[str]) -> dict[str, float | int | None]:
+def encode_gallery(codec, items: list[dict], max_seconds: float) -> list[torch.Tensor]:
+    """Codec latents ``(1, D, T)`` of each item's first ``max_seconds`` (shared by both models: the
+    latents path gives the same embeddings as the waveform path)."""
+    from tqdm import tqdm
+
+    samples = int(max_seconds * codec.sample_rate)
+    return [codec.encode(_load_wav(item["audio"], codec.sample_rate)[:, :samples][None]) for item in tqdm(items, desc="encoding gallery", leave=False)]
+
+
+@torch.inference_mode()
+def evaluate(encoder, items: list[dict], latents: list[torch.Tensor], categories: list[str]) -> dict[str, float | int | None]:
     """Retrieval and zero-shot metrics of one model on one gallery (see the module docstring)."""
     from encoders.peav_train import retrieval_metrics, zero_shot_accuracy
 
     index = {name: i for i, name in enumerate(categories)}
-    items = [item for item in items if item["category"] in index]
-    audio = torch.stack([encoder.embed_long_audio(_load_wav(item["audio"], encoder.sample_rate)) for item in items])
+    keep = [i for i, item in enumerate(items) if item["category"] in index]
+    items = [items[i] for i in keep]
+    audio = torch.cat([encoder.embed_audio(latents[i], is_latents=True) for i in keep])
     labels = torch.tensor([index[item["category"]] for item in items])
     present = sorted(set(labels.tolist()))
     metrics: dict[str, float | int | None] = {"clips": len(items), "categories": len(present)}
@@ -171,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     parser.add_argument("--json", type=Path, default=Path("out") / "encoders.json")
     parser.add_argument("--bundle", type=Path, default=None, help="bundle or peav folder (default: the embedded one)")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many clips per gallery")
+    parser.add_argument("--per-category", type=int, default=10, help="at most this many clips per category and gallery")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
+    parser.add_argument("--max-seconds", type=float, default=10.0, help="embed the first seconds of each clip")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
@@ -180,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     from encoders.peav import PromptEncoder, load_prompt_encoder
 
     rows = read_manifest(args.manifest)
-    gallery_sets = galleries(args.manifest, rows, args.limit)
+    gallery_sets = galleries(args.manifest, rows, args.per_category)
     if not gallery_sets:
         raise SystemExit(f"{args.manifest}: no gallery (no library.jsonl next to it and no target/category rows)")
     categories = known_categories(args.manifest, gallery_sets)
@@ -194,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     for gallery, items in gallery_sets.items():
         results["galleries"][gallery] = {}
+        latents = encode_gallery(codec, items, args.max_seconds)
         for model_name, model in (("PE-AV default (trained)", trained), ("random-init towers", baseline)):
-            metrics = evaluate(model, items, categories)
+            metrics = evaluate(model, items, latents, categories)
             results["galleries"][gallery][model_name] = metrics
             table.append([gallery, model_name] + [metrics.get(key) for _, key in COLUMNS])
     results["speed"] = speed(trained, codec, threads=2)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from encoders.errors import PromptsepError, WeightsError
+from encoders.errors import AudioError, PromptsepError, WeightsError
 from encoders.peav import PromptEncoder, latent_input
 from encoders.prompts import VisualPreprocessing, pixels_to_tensor, read_image
 
@@ -54,7 +54,9 @@ class EncoderTrainConfig:
     fusion_rows: int = 8
     min_crop_seconds: float = 1.0
     max_crop_seconds: float = 3.0
-    max_seconds: float = 10.0
+    max_seconds: float = 5.0
+    max_clips_per_category: int = 30
+    max_eval_clips_per_category: int = 8
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 100
@@ -140,6 +142,22 @@ def _resolve(path, data_dir: Path) -> Path:
     return path if path.is_absolute() else data_dir / path
 
 
+def select_clips(clips, per_train: int, per_eval: int, seed: int) -> list:
+    """At most ``per_train`` random train clips and ``per_eval`` val/test clips per category (the
+    library is very unbalanced: thousands of music stems, a handful of animal calls), so that the
+    frozen features of every category are cached in minutes."""
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, str], list] = {}
+    for clip in clips:
+        groups.setdefault((clip.split, clip.category), []).append(clip)
+    chosen = []
+    for (split, _), group in sorted(groups.items()):
+        cap = per_train if split == "train" else per_eval
+        picks = rng.permutation(len(group))[:cap]
+        chosen += [group[i] for i in sorted(picks)]
+    return chosen
+
+
 def _fingerprint(clips, codec, encoder: PromptEncoder, max_seconds: float) -> str:
     digest = hashlib.sha1()
     digest.update(json.dumps(codec.config.to_dict(), sort_keys=True).encode())
@@ -192,8 +210,14 @@ def build_cache(clips, data_dir: Path, codec, encoder: PromptEncoder, max_second
     images: list[Tensor] = []
     latents, captions, visual_caps, av_caps, clip_image = [], [], [], [], []
     max_samples = int(max_seconds * codec.sample_rate)
+    kept, skipped = [], []
     for clip in tqdm(clips, desc="caching clip latents"):
-        wav, _ = load_audio(_resolve(clip.path, data_dir), sample_rate=codec.sample_rate, channels=1)
+        try:
+            wav, _ = load_audio(_resolve(clip.path, data_dir), sample_rate=codec.sample_rate, channels=1)
+        except AudioError as error:
+            skipped.append(str(error))
+            continue
+        kept.append(clip)
         latents.append(codec.encode(wav[:, :max_samples].unsqueeze(0))[0].half())
         captions.append([text_id(c) for c in (clip.captions or [clip.category])])
         visual_caps.append(text_id(getattr(clip, "visual_caption", None)))
@@ -206,6 +230,9 @@ def build_cache(clips, data_dir: Path, codec, encoder: PromptEncoder, max_second
                 images.append(pixels_to_tensor(read_image(key), prep).half())
             index = image_index[key]
         clip_image.append(index)
+    if skipped:
+        tqdm.write(f"skipped {len(skipped)} unreadable clips, e.g. {skipped[0]}")
+    clips = kept
     prompt_text, prompt_category = [], []
     for name in categories:
         fallback = [c for clip in clips if clip.category == name for c in clip.captions]
@@ -572,6 +599,7 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
     resuming = resume and (out / CHECKPOINT_NAME).is_file()
     encoder = PromptEncoder.build_default(codec, initialize=not resuming)
 
+    clips = select_clips(clips, cfg.max_clips_per_category, cfg.max_eval_clips_per_category, cfg.seed)
     fingerprint = _fingerprint(clips, codec, encoder, cfg.max_seconds)
     cache_file = out / CACHE_NAME
     cache = FeatureCache.load(cache_file) if cache_file.is_file() else None
