@@ -54,7 +54,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: run all steps)")
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=4e-4)
-    t.add_argument("--pool", type=int, default=1024, help="encoded mixtures kept in the streaming pool")
+    t.add_argument("--pool", type=int, default=2000, help="encoded mixtures kept in the streaming pool")
     t.add_argument("--hidden-dim", type=int, default=256)
     t.add_argument("--num-layers", type=int, default=6)
     t.add_argument("--seed", type=int, default=0)

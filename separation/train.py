@@ -1,9 +1,11 @@
 """Training loop of the separator on data-engine mixtures drawn on the fly.
 
-Mixtures come from ``dataengine.mixing.MixtureSampler`` (new mixtures, augmentation and prompt
-paraphrases at every draw). Their codec latents are computed once with the frozen codec and kept in
-a streaming pool: every step draws a batch from the pool and replaces a few pool entries with fresh
-mixtures, so CPU training spends its time in the separator rather than re-encoding audio.
+The pool starts from the data engine's fixed training mixtures (``DIR/train.jsonl``, quick to read)
+and is then refreshed with mixtures drawn on the fly by ``dataengine.mixing.MixtureSampler`` (new
+combinations and augmentation at every draw). Codec latents are computed once per pooled mixture
+with the frozen codec, so CPU training spends its time in the separator rather than re-encoding
+audio. Every time an example is used its prompt is re-phrased (a new paraphrase of its category),
+so the model never learns one wording per category.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from einops import rearrange
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from separation.inference import span_anchors
@@ -36,8 +37,8 @@ class TrainConfig:
     seconds: float = 4.0
     lr: float = 4e-4
     warmup: int = 200
-    pool: int = 1024
-    refresh: int = 4
+    pool: int = 2000
+    refresh_every: int = 2  # draw one fresh on-the-fly mixture every this many steps
     prompt_dropout: float = 0.1
     pooled_token_prob: float = 0.3
     visual_prob: float = 0.3
@@ -55,9 +56,34 @@ class TrainConfig:
 class _Example:
     mixture: torch.Tensor  # (T, D) raw latents
     sources: torch.Tensor  # (T, 2D) raw latents [target | residual]
-    prompt: str
+    category: str
     image: str | None
     spans: list
+
+
+@dataclass
+class _Stored:
+    """A fixed mixture read from a manifest line (the fields of ``dataengine.mixing.Mixture`` used here)."""
+
+    mixture: np.ndarray
+    target: np.ndarray
+    residual: np.ndarray
+    category: str
+    image: str | None
+    spans: list
+
+
+def manifest_mixtures(manifest: Path, limit: int) -> list[_Stored]:
+    """Read up to ``limit`` fixed mixtures of a data-engine manifest (mono, the manifest's rate)."""
+    import soundfile as sf
+
+    root, items = manifest.parent, []
+    for line in manifest.read_text().splitlines()[:limit]:
+        row = json.loads(line)
+        wavs = [sf.read(str(root / row[key]), dtype="float32")[0] for key in ("audio", "target", "residual")]
+        image = str(root / row["image"]) if row.get("image") else None
+        items.append(_Stored(*wavs, category=row["category"], image=image, spans=row.get("spans") or []))
+    return items
 
 
 class PromptCache:
@@ -90,20 +116,22 @@ def _visual_tower_trained(prompt_encoder) -> bool:
 class LatentPool:
     """A streaming pool of encoded training examples."""
 
-    def __init__(self, sampler, codec, size: int, seconds: float, rng: np.random.Generator, device: torch.device) -> None:
+    def __init__(self, sampler, codec, initial: list, size: int, rng: np.random.Generator, device: torch.device) -> None:
         self.sampler, self.codec, self.rng, self.device = sampler, codec, rng, device
         self.items: list[_Example] = []
-        with tqdm(total=size, desc="filling latent pool", leave=False) as bar:
+        with tqdm(total=size, desc="encoding latent pool", leave=False) as bar:
             while len(self.items) < size:
-                self.items.extend(self._draw(min(32, size - len(self.items))))
-                bar.n = len(self.items)
-                bar.refresh()
+                count = min(32, size - len(self.items))
+                start = len(self.items)
+                mixes = initial[start : start + count] if start < len(initial) else None
+                self.items.extend(self._encode(mixes or [sampler.sample(rng) for _ in range(count)]))
+                bar.update(count)
 
     @torch.no_grad()
-    def _draw(self, count: int) -> list[_Example]:
-        mixes = [self.sampler.sample(self.rng) for _ in range(count)]
+    def _encode(self, mixes: list) -> list[_Example]:
+        length = min(len(m.mixture) for m in mixes)
         wav = torch.stack(
-            [torch.from_numpy(np.stack([m.mixture, m.target, m.residual])).float() for m in mixes]
+            [torch.from_numpy(np.stack([m.mixture[:length], m.target[:length], m.residual[:length]])).float() for m in mixes]
         )  # (B, 3, N)
         latents = self.codec.encode(rearrange(wav, "b s n -> (b s) 1 n").to(self.device))
         latents = rearrange(latents, "(b s) d t -> b s t d", s=3).cpu()
@@ -111,7 +139,7 @@ class LatentPool:
             _Example(
                 mixture=latents[i, 0],
                 sources=torch.cat([latents[i, 1], latents[i, 2]], dim=-1),
-                prompt=m.prompt,
+                category=m.category,
                 image=str(m.image) if m.image else None,
                 spans=list(m.spans or []),
             )
@@ -121,7 +149,7 @@ class LatentPool:
     def refresh(self, count: int) -> None:
         if count <= 0:
             return
-        fresh = self._draw(count)
+        fresh = self._encode([self.sampler.sample(self.rng) for _ in range(count)])
         for example in fresh:
             self.items[int(self.rng.integers(len(self.items)))] = example
 
@@ -136,11 +164,13 @@ def _latent_stats(pool: LatentPool) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _conditioning(
     examples: list[_Example], cache: PromptCache, cfg: TrainConfig, frames: int, frame_rate: float, rng: random.Random,
-    use_images: bool, device: torch.device,
+    np_rng: np.random.Generator, use_images: bool, device: torch.device,
 ) -> Conditioning:
+    from dataengine.vocabulary import paraphrase
+
     conds, token_list, spans = [], [], []
     for example in examples:
-        embed, states, mask = cache.text_item(example.prompt)
+        embed, states, mask = cache.text_item(paraphrase(example.category, np_rng))
         tokens = states[mask]
         if use_images and example.image and rng.random() < cfg.visual_prob:
             embed = cache.image_item(example.image)
@@ -195,7 +225,8 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     np_rng = np.random.default_rng(cfg.seed)
     py_rng = random.Random(cfg.seed)
     sampler = MixtureSampler(cfg.data, split="train", seed=cfg.seed, seconds=cfg.seconds, rate=codec.sample_rate, augment=True)
-    pool = LatentPool(sampler, codec, cfg.pool, cfg.seconds, np_rng, device)
+    fixed = manifest_mixtures(Path(cfg.data) / "train.jsonl", cfg.pool) if (Path(cfg.data) / "train.jsonl").is_file() else []
+    pool = LatentPool(sampler, codec, fixed, cfg.pool, np_rng, device)
 
     ckpt = out / "checkpoint"
     step, losses = 0, []
@@ -236,7 +267,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         raw = torch.stack([e.sources for e in examples]).to(device)
         sources = torch.cat([model.normalize(s) for s in raw.chunk(2, -1)], dim=-1)
         conditioning = _conditioning(
-            examples, cache, cfg, mixture.shape[1], codec.frame_rate, py_rng, use_images, device
+            examples, cache, cfg, mixture.shape[1], codec.frame_rate, py_rng, np_rng, use_images, device
         )
         if cfg.objective == "flow":
             loss, _ = flow_matching_loss(model, mixture, sources, conditioning)
@@ -248,10 +279,11 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         optimizer.step()
         schedule.step()
         step += 1
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        pool.refresh(cfg.refresh)
+        if cfg.refresh_every and step % cfg.refresh_every == 0:
+            pool.refresh(1)
         if step % cfg.save_every == 0:
             _save_checkpoint(out, model, optimizer, step, cfg, losses)
         if cfg.minutes and (time.monotonic() - started) > cfg.minutes * 60:

@@ -175,3 +175,37 @@ def test_candidates_and_bad_prompts(separator):
         Prompt(text="dog", spans=[(2.0, 1.0)])
     with pytest.raises(PromptError, match="at least one prompt"):
         separator.separate(wav, 16000, [])
+
+
+def test_training_pool_reads_manifest_and_rephrases(tmp_path):
+    """The latent pool encodes fixed manifest mixtures; conditioning draws a fresh paraphrase per use."""
+    import random
+
+    import numpy as np
+    import soundfile as sf
+
+    from separation.train import LatentPool, PromptCache, TrainConfig, _conditioning, manifest_mixtures
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3):
+        for key in ("mix", "target", "residual"):
+            (tmp_path / key).mkdir(exist_ok=True)
+            sf.write(tmp_path / key / f"m{i}.wav", 0.1 * rng.standard_normal(6400).astype("float32"), 16000, subtype="FLOAT")
+        lines.append(
+            '{"id": "m%d", "audio": "mix/m%d.wav", "target": "target/m%d.wav", "residual": "residual/m%d.wav", '
+            '"prompt": "dog barking", "category": "dog", "spans": [[0.0, 0.2]]}' % (i, i, i, i)
+        )
+    (tmp_path / "train.jsonl").write_text("\n".join(lines))
+    fixed = manifest_mixtures(tmp_path / "train.jsonl", limit=2)
+    assert len(fixed) == 2 and fixed[0].mixture.shape == (6400,) and fixed[0].category == "dog"
+    codec = tiny_codec()
+    pool = LatentPool(sampler=None, codec=codec, initial=fixed, size=2, rng=rng, device=torch.device("cpu"))
+    assert [e.mixture.shape for e in pool.items] == [(10, 8), (10, 8)]
+    assert pool.items[0].sources.shape == (10, 16)
+    cache = PromptCache(HashPromptEncoder())
+    cfg = TrainConfig(prompt_dropout=0.0, pooled_token_prob=0.0, span_prob=1.0)
+    cond = _conditioning(pool.batch(8), cache, cfg, 10, 25.0, random.Random(0), rng, False, torch.device("cpu"))
+    assert cond.cond.shape == (8, EMBED) and cond.spans.shape == (8, 10)
+    assert (cond.spans[:, :5] == SPAN_ON).all() and (cond.spans[:, 6:] == SPAN_OFF).all()
+    assert len(cache.text) > 1  # several phrasings of "dog" were used
