@@ -137,9 +137,10 @@ class FeatureCache:
 
 
 def _resolve(path, data_dir: Path) -> Path:
-    """A library path: absolute, or relative to the data folder."""
+    """A library path as given (``load_library`` already joins it to the data folder), else
+    relative to the data folder."""
     path = Path(path)
-    return path if path.is_absolute() else data_dir / path
+    return path if path.is_absolute() or path.exists() else data_dir / path
 
 
 def select_clips(clips, per_train: int, per_eval: int, seed: int) -> list:
@@ -230,6 +231,8 @@ def build_cache(clips, data_dir: Path, codec, encoder: PromptEncoder, max_second
                 images.append(pixels_to_tensor(read_image(key), prep).half())
             index = image_index[key]
         clip_image.append(index)
+    if not kept:
+        raise PromptsepError(f"none of the {len(clips)} library clips could be read, e.g. {skipped[0]}")
     if skipped:
         tqdm.write(f"skipped {len(skipped)} unreadable clips, e.g. {skipped[0]}")
     clips = kept
