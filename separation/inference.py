@@ -21,6 +21,7 @@ from einops import rearrange
 
 from encoders.audio_io import load_audio, resample
 from encoders.errors import PromptError
+from separation.masking import carry_masks, istft, prompt_masks, stft
 from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorModel
 from separation.objectives import Conditioning, predict_sources
 
@@ -80,52 +81,6 @@ class InferenceConfig:
     hop: int = 128
     mask_power: float = 2.0
     batch_chunks: int = 4
-
-
-def _stft(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """Complex STFT. Shape: ``(..., N)`` -> ``(..., F, frames)``."""
-    window = torch.hann_window(n_fft, device=wav.device)
-    flat = wav.reshape(-1, wav.shape[-1])
-    spec = torch.stft(flat, n_fft, hop, window=window, return_complex=True, center=True)
-    return spec.reshape(*wav.shape[:-1], *spec.shape[-2:])
-
-
-def _istft(spec: torch.Tensor, n_fft: int, hop: int, length: int) -> torch.Tensor:
-    window = torch.hann_window(n_fft, device=spec.device)
-    flat = spec.reshape(-1, *spec.shape[-2:])
-    wav = torch.istft(flat, n_fft, hop, window=window, center=True, length=length)
-    return wav.reshape(*spec.shape[:-2], length)
-
-
-def prompt_masks(targets: torch.Tensor, residuals: torch.Tensor, n_fft: int, hop: int, power: float) -> torch.Tensor:
-    """Ratio masks of P prompts from decoded estimates, normalised so that they sum to at most one.
-
-    Shape:
-        targets, residuals ``(P, N)`` -> masks ``(P, F, frames)`` in [0, 1], ``sum_p <= 1``.
-    """
-    t_mag = _stft(targets, n_fft, hop).abs().pow(power)
-    r_mag = _stft(residuals, n_fft, hop).abs().pow(power)
-    masks = t_mag / (t_mag + r_mag + 1e-8)
-    total = masks.sum(0, keepdim=True)
-    return masks / total.clamp(min=1.0)
-
-
-def carry_masks(masks: torch.Tensor, n_bins: int, n_frames: int) -> torch.Tensor:
-    """Carry masks computed at the model rate onto another rate's STFT grid of equal bin spacing in Hz.
-
-    Bins below the model's Nyquist map one to one; bins above it take the top bin's value; time is
-    linearly interpolated to the target frame count.
-
-    Shape:
-        ``(P, F, T)`` -> ``(P, n_bins, n_frames)``.
-    """
-    if masks.shape[-1] != n_frames:
-        masks = torch.nn.functional.interpolate(masks, size=n_frames, mode="linear", align_corners=True)
-    bins = masks.shape[1]
-    if n_bins <= bins:
-        return masks[:, :n_bins]
-    top = masks[:, -1:].expand(-1, n_bins - bins, -1)
-    return torch.cat([masks, top], dim=1)
 
 
 def span_anchors(spans: Sequence[tuple[float, float]] | None, start_s: float, frames: int, frame_rate: float) -> torch.Tensor:
@@ -283,9 +238,9 @@ class Separator:
         masks = prompt_masks(targets, residuals, cfg.n_fft, cfg.hop, cfg.mask_power)
         ratio = rate / self.sample_rate
         n_fft, hop = max(16, round(cfg.n_fft * ratio)), max(4, round(cfg.hop * ratio))
-        spec = _stft(mix_chunk, n_fft, hop)  # (C, F, T)
+        spec = stft(mix_chunk, n_fft, hop)  # (C, F, T)
         masks = carry_masks(masks, spec.shape[-2], spec.shape[-1])
-        return _istft(masks[:, None] * spec[None], n_fft, hop, length)
+        return istft(masks[:, None] * spec[None], n_fft, hop, length)
 
     # ---------------------------------------------------------------- public
     @torch.no_grad()

@@ -12,11 +12,49 @@ from torch import Tensor
 EPS = 1e-8
 
 
-def _stft(wav: Tensor, n_fft: int, hop: int, window: Tensor) -> Tensor:
-    """``(..., N)`` -> complex ``(..., F, frames)``."""
+def stft(wav: Tensor, n_fft: int, hop: int, window: Tensor | None = None) -> Tensor:
+    """Complex STFT with a Hann window. Shape: ``(..., N)`` -> ``(..., F, frames)``."""
+    if window is None:
+        window = torch.hann_window(n_fft, device=wav.device, dtype=wav.dtype)
     shape = wav.shape
     spec = torch.stft(wav.reshape(-1, shape[-1]), n_fft, hop, window=window, return_complex=True, center=True)
     return spec.reshape(*shape[:-1], *spec.shape[-2:])
+
+
+def istft(spec: Tensor, n_fft: int, hop: int, length: int) -> Tensor:
+    """Inverse of :func:`stft`. Shape: ``(..., F, frames)`` -> ``(..., length)``."""
+    window = torch.hann_window(n_fft, device=spec.device)
+    wav = torch.istft(spec.reshape(-1, *spec.shape[-2:]), n_fft, hop, window=window, center=True, length=length)
+    return wav.reshape(*spec.shape[:-2], length)
+
+
+def prompt_masks(targets: Tensor, residuals: Tensor, n_fft: int, hop: int, power: float) -> Tensor:
+    """Ratio masks of P prompts from decoded estimates, scaled so that they sum to at most one.
+
+    Shape:
+        targets, residuals ``(P, N)`` -> masks ``(P, F, frames)`` in [0, 1] with ``sum_p <= 1``.
+    """
+    t_mag = stft(targets, n_fft, hop).abs().pow(power)
+    r_mag = stft(residuals, n_fft, hop).abs().pow(power)
+    masks = t_mag / (t_mag + r_mag + EPS)
+    return masks / masks.sum(0, keepdim=True).clamp(min=1.0)
+
+
+def carry_masks(masks: Tensor, n_bins: int, n_frames: int) -> Tensor:
+    """Carry masks made at the model rate onto another rate's STFT grid with the same bin spacing in Hz.
+
+    Bins below the model's Nyquist map one to one, bins above it take the top bin's value, and time
+    is linearly interpolated to ``n_frames``.
+
+    Shape:
+        ``(P, F, T)`` -> ``(P, n_bins, n_frames)``.
+    """
+    if masks.shape[-1] != n_frames:
+        masks = torch.nn.functional.interpolate(masks, size=n_frames, mode="linear", align_corners=True)
+    bins = masks.shape[1]
+    if n_bins <= bins:
+        return masks[:, :n_bins]
+    return torch.cat([masks, masks[:, -1:].expand(-1, n_bins - bins, -1)], dim=1)
 
 
 def ratio_mask_separate(
@@ -43,9 +81,9 @@ def ratio_mask_separate(
         )
     length = mixture.shape[-1]
     window = torch.hann_window(n_fft, device=mixture.device, dtype=mixture.dtype)
-    mix_spec = _stft(mixture, n_fft, hop, window)
-    target_mag = _stft(target_est, n_fft, hop, window).abs().pow(power)
-    residual_mag = _stft(residual_est, n_fft, hop, window).abs().pow(power)
+    mix_spec = stft(mixture, n_fft, hop, window)
+    target_mag = stft(target_est, n_fft, hop, window).abs().pow(power)
+    residual_mag = stft(residual_est, n_fft, hop, window).abs().pow(power)
     mask = target_mag / (target_mag + residual_mag + EPS)
     masked = (mix_spec * mask).reshape(-1, *mix_spec.shape[-2:])
     target = torch.istft(masked, n_fft, hop, window=window, center=True, length=length)

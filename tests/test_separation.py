@@ -7,9 +7,16 @@ import torch
 
 from encoders.codec import Codec, CodecConfig
 from encoders.errors import PromptError, WeightsError
-from separation.inference import InferenceConfig, Prompt, Separator, carry_masks, prompt_masks, span_anchors
+from separation.inference import InferenceConfig, Prompt, Separator, span_anchors
+from separation.masking import carry_masks, prompt_masks
 from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorConfig, SeparatorModel
-from separation.objectives import Conditioning, flow_matching_loss, predict_sources, regression_loss, sample_flow
+from separation.objectives import (
+    Conditioning,
+    flow_matching_loss,
+    predict_sources,
+    regression_loss,
+    sample_flow,
+)
 
 EMBED = 32
 
