@@ -50,6 +50,7 @@ class TrainConfig:
     hidden_dim: int = 256
     num_layers: int = 6
     codec: str = ""  # codec folder; empty: the default bundle's
+    pool_cache: str = ""  # file keeping the encoded initial pool, shared between runs with the same codec
 
 
 @dataclass
@@ -225,8 +226,16 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     np_rng = np.random.default_rng(cfg.seed)
     py_rng = random.Random(cfg.seed)
     sampler = MixtureSampler(cfg.data, split="train", seed=cfg.seed, seconds=cfg.seconds, rate=codec.sample_rate, augment=True)
-    fixed = manifest_mixtures(Path(cfg.data) / "train.jsonl", cfg.pool) if (Path(cfg.data) / "train.jsonl").is_file() else []
-    pool = LatentPool(sampler, codec, fixed, cfg.pool, np_rng, device)
+    cache_file = Path(cfg.pool_cache) if cfg.pool_cache else None
+    if cache_file is not None and cache_file.is_file():
+        pool = LatentPool(sampler, codec, [], 0, np_rng, device)
+        pool.items = [_Example(**item) for item in torch.load(cache_file, weights_only=True)][: cfg.pool]
+    else:
+        manifest = Path(cfg.data) / "train.jsonl"
+        fixed = manifest_mixtures(manifest, cfg.pool) if manifest.is_file() else []
+        pool = LatentPool(sampler, codec, fixed, cfg.pool, np_rng, device)
+        if cache_file is not None:
+            torch.save([asdict(item) for item in pool.items], cache_file)
 
     ckpt = out / "checkpoint"
     step, losses = 0, []
