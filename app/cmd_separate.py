@@ -57,6 +57,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--pool", type=int, default=2000, help="encoded mixtures kept in the streaming pool")
     t.add_argument("--refresh-every", type=int, default=2, help="draw one fresh on-the-fly mixture every N steps (0: never)")
     t.add_argument("--pool-cache", default="", help="file to keep the encoded initial pool in (reused by later runs with the same codec)")
+    t.add_argument("--threads", type=int, default=2, help="CPU threads")
     t.add_argument("--hidden-dim", type=int, default=256)
     t.add_argument("--num-layers", type=int, default=6)
     t.add_argument("--seed", type=int, default=0)
@@ -172,7 +173,7 @@ def run_train(args) -> int:
 
     cfg = TrainConfig(
         data=args.data, out=args.out, objective=args.objective, steps=args.steps, minutes=args.minutes,
-        batch=args.batch, lr=args.lr, pool=args.pool, refresh_every=args.refresh_every, pool_cache=args.pool_cache, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
+        batch=args.batch, lr=args.lr, pool=args.pool, refresh_every=args.refresh_every, pool_cache=args.pool_cache, threads=args.threads, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
         seed=args.seed, device=args.device, codec=args.codec,
     )
     final = train_separator(cfg, resume=args.resume)

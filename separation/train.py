@@ -96,6 +96,17 @@ class PromptCache:
         self.image: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
+    def warm(self, prompts: list[str], batch: int = 64) -> None:
+        """Embed many prompt strings in batches (much cheaper than one by one)."""
+        todo = sorted(set(prompts) - set(self.text))
+        for start in tqdm(range(0, len(todo), batch), desc="embedding prompts", leave=False):
+            texts = todo[start : start + batch]
+            embeds = self.encoder.embed_text(texts)
+            states, masks = self.encoder.text_states(texts)
+            for i, text in enumerate(texts):
+                self.text[text] = (embeds[i], states[i], masks[i].bool())
+
+    @torch.no_grad()
     def text_item(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if prompt not in self.text:
             embed = self.encoder.embed_text([prompt])[0]
@@ -223,6 +234,9 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     codec = (Codec.from_pretrained(cfg.codec) if cfg.codec else load_default_codec()).to(device).eval()
     prompt_encoder = load_default_prompt_encoder(codec=codec)
     cache = PromptCache(prompt_encoder)
+    from dataengine.vocabulary import CATEGORIES
+
+    cache.warm([phrase for category in CATEGORIES.values() for phrase in category.phrasings])
     np_rng = np.random.default_rng(cfg.seed)
     py_rng = random.Random(cfg.seed)
     sampler = MixtureSampler(cfg.data, split="train", seed=cfg.seed, seconds=cfg.seconds, rate=codec.sample_rate, augment=True)
