@@ -73,7 +73,7 @@ class LassConfig:
     dilation_base: int = 2
     text_dim: int = TEXT_EMBED_DIM
     text_encoder: str = "minilm"
-    eps: float = 1e-7
+    eps: float = 1e-4
 
     @property
     def n_bins(self) -> int:
@@ -168,7 +168,7 @@ class FiLMBlock(nn.Module):
 class LassNet(nn.Module):
     """Text-conditioned magnitude mask network in the LASS/AudioSep style.
 
-    log-magnitude STFT ``(B, F, T)`` -> 1x1 conv to ``hidden`` channels -> ``n_blocks`` dilated
+    log-magnitude STFT ``(B, F, T)`` -> per-item normalisation -> 1x1 conv to ``hidden`` channels -> ``n_blocks`` dilated
     FiLM blocks (condition: the prompt's text embedding) -> 1x1 conv to ``F`` -> sigmoid mask.
     The target is ``istft(mask * X)`` with the mixture's phase; the residual is ``mixture - target``.
     """
@@ -179,6 +179,7 @@ class LassNet(nn.Module):
         c = self.config
         self.register_buffer("window", torch.hann_window(c.n_fft), persistent=False)
         self.text_proj = nn.Sequential(nn.Linear(c.text_dim, c.text_dim), nn.GELU())
+        self.inp_norm = nn.GroupNorm(1, c.n_bins)  # log-magnitudes span tens of units; normalise per item
         self.inp = nn.Conv1d(c.n_bins, c.hidden, 1)
         self.blocks = nn.ModuleList(
             FiLMBlock(c.hidden, c.kernel_size, c.dilation_base**i, c.text_dim) for i in range(c.n_blocks)
@@ -202,7 +203,7 @@ class LassNet(nn.Module):
             magnitude ``(B, F, T)``, text ``(B, text_dim)`` -> ``(B, F, T)``.
         """
         condition = self.text_proj(text)
-        x = self.inp(torch.log(magnitude + self.config.eps))
+        x = self.inp(self.inp_norm(torch.log(magnitude + self.config.eps)))
         for block in self.blocks:
             x = block(x, condition)
         return torch.sigmoid(self.head(x))
