@@ -149,7 +149,7 @@ class LatentPool:
         latents = rearrange(latents, "(b s) d t -> b s t d", s=3).cpu()
         return [
             _Example(
-                mixture=latents[i, 0],
+                mixture=latents[i, 0].clone(),  # a copy, not a view of the whole batch's storage
                 sources=torch.cat([latents[i, 1], latents[i, 2]], dim=-1),
                 category=m.category,
                 image=str(m.image) if m.image else None,
