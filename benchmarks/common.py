@@ -124,6 +124,7 @@ def write_json(path: str | Path, data: Any) -> Path:
     with os.fdopen(fd, "w") as handle:
         json.dump(_jsonable(data), handle, indent=2, allow_nan=False)
         handle.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600
     os.replace(tmp, path)
     return path
 

@@ -7,7 +7,9 @@ Quality (per manifest line, target track, mono at the model rate): SI-SDRi and m
 SDR/SIR/SAR for
 
 - ``mixture``: the unprocessed mixture as the estimate (SI-SDRi 0 by definition);
-- ``codec_oracle``: ``decode(encode(target))`` with the default codec (its ceiling on quality);
+- ``codec_oracle``: ``decode(encode(target))`` with the default codec (the ceiling of plain decoding);
+- ``codec_oracle_mask``: the decoded true target and residual turned into a ratio mask on the
+  mixture (promptsep's mixture-consistent output; its ceiling with this codec);
 - ``oracle_irm``: the ideal ratio mask ``|T| / (|T| + |R|)`` on the mixture STFT
   (``separation.masking.ideal_ratio_mask_separate``);
 - ``promptsep_text`` / ``promptsep_visual``: the shipped separator with the line's text prompt or
@@ -44,7 +46,7 @@ from benchmarks.common import (
     write_json,
 )
 from encoders.audio_io import load_audio
-from separation.masking import ideal_ratio_mask_separate
+from separation.masking import ideal_ratio_mask_separate, ratio_mask_separate
 from separation.metrics import bss_eval, si_sdri
 
 SAMPLE_RATE = 16000
@@ -78,6 +80,17 @@ def score(
 
 
 # ------------------------------------------------------------------------------------ systems
+def mask_settings() -> tuple[int, int, float]:
+    """STFT size, hop and mask power of promptsep's mixture-consistent output (its inference defaults)."""
+    try:
+        from separation.inference import InferenceConfig
+
+        cfg = InferenceConfig()
+        return cfg.n_fft, cfg.hop, cfg.mask_power
+    except ImportError:
+        return 512, 128, 2.0
+
+
 def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, System]:
     """Every system that can run here; what cannot is named in ``notes``."""
     systems: dict[str, System] = {
@@ -97,6 +110,13 @@ def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, Sys
             return decoded[0], decoded[1]
 
         systems["codec_oracle"] = codec_oracle
+        n_fft, hop, power = mask_settings()
+
+        def codec_oracle_mask(row: dict, a: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            target, residual = codec_oracle(row, a)
+            return ratio_mask_separate(a["mixture"], target, residual, n_fft, hop, power)
+
+        systems["codec_oracle_mask"] = codec_oracle_mask
     except Exception as error:  # noqa: BLE001
         notes.append(f"codec_oracle skipped: {error}")
 
@@ -147,6 +167,16 @@ def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, Sys
 
             systems[name] = run_baseline
     return systems
+
+
+def select_systems(systems: dict[str, System], names: list[str] | None) -> dict[str, System]:
+    """Keep only ``names`` (all when ``None``); an unknown name raises ``ValueError`` listing the choices."""
+    if not names:
+        return systems
+    unknown = sorted(set(names) - set(systems))
+    if unknown:
+        raise ValueError(f"unknown or unavailable systems {unknown}; available: {sorted(systems)}")
+    return {name: systems[name] for name in names}
 
 
 def load_row_audio(row: dict) -> dict[str, torch.Tensor]:
@@ -306,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baselines", default=None, help="folder with convtasnet/ and lass/ (runs/baselines)"
     )
+    parser.add_argument("--systems", default=None, help="comma-separated subset of systems to score")
     parser.add_argument("--long", action="store_true", help="also time a 60 min input")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality measurements")
@@ -326,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_quality:
         rows = read_manifest(args.manifest, args.limit)
         systems = build_systems(Path(args.baselines) if args.baselines else None, notes)
+        systems = select_systems(systems, args.systems.split(",") if args.systems else None)
         summary, records = evaluate_quality(rows, systems)
         result.update(quality=summary, items=records)
         print(quality_tables(summary))
