@@ -121,7 +121,8 @@ class TowerSizes:
     heads: int = 2
     head_dim: int = 64
     mlp_ratio: int = 2
-    vit_architecture: str = "vit_tiny_patch16_224"
+    vision_architecture: str = "vit_tiny_patch16_224"
+    vision_pool: str = "map"
     vit_depth: int = 4
     vit_width: int = 128
     vit_heads: int = 4
@@ -195,7 +196,36 @@ class PromptEncoderConfig:
 
     def transformers_config(self):
         """The transformers config object of ``model_class``."""
-        return CONFIG_CLASSES[self.model_class].from_dict(self.peav)
+        config = CONFIG_CLASSES[self.model_class].from_dict(self.peav)
+        repair_vision_labels(config, self.peav)
+        return config
+
+
+def _vision_dicts(raw: dict) -> tuple[dict | None, str]:
+    """The raw ``vision_config`` dict of a PE-AV / PE-Video config dict and where it sits."""
+    if "audio_video_config" in raw:
+        return (raw["audio_video_config"] or {}).get("video_config", {}).get("vision_config"), "audio_video"
+    if "video_config" in raw:
+        return (raw["video_config"] or {}).get("vision_config"), "video"
+    return None, ""
+
+
+def repair_vision_labels(config, raw: dict) -> None:
+    """Give the timm backbone the output width the dict asks for.
+
+    transformers builds the nested ``TimmWrapperConfig`` from a dict without reading its
+    ``num_classes`` / ``label_names`` (they are only read by ``TimmWrapperConfig.from_dict``), so
+    the backbone silently falls back to 2 output classes, and ``PeVideoEncoderEmbedder.proj`` with it.
+    """
+    vision, where = _vision_dicts(raw)
+    if not vision:
+        return
+    width = vision.get("num_classes") or len(vision.get("label_names") or []) or vision.get("num_labels")
+    if not width:
+        return
+    video = config.audio_video_config.video_config if where == "audio_video" else config.video_config
+    if video.vision_config.num_labels != int(width):
+        video.vision_config.num_labels = int(width)
 
 
 def default_config(dac_config: dict, sample_rate: int, sizes: TowerSizes | None = None) -> PromptEncoderConfig:
@@ -219,18 +249,19 @@ def default_config(dac_config: dict, sample_rate: int, sizes: TowerSizes | None 
 
     text_config = BertConfig.from_pretrained(minilm_dir(), local_files_only=True).to_dict()
     vision_config = {
-        "architecture": sizes.vit_architecture,
-        "model_args": {
+        "architecture": sizes.vision_architecture,
+        "num_classes": sizes.vit_features,
+        "global_pool": sizes.vision_pool,
+        "do_pooling": True,
+    }
+    if sizes.vision_architecture.startswith("vit_"):
+        vision_config["model_args"] = {
             "img_size": sizes.image_size,
             "patch_size": sizes.vit_patch,
             "depth": sizes.vit_depth,
             "embed_dim": sizes.vit_width,
             "num_heads": sizes.vit_heads,
-        },
-        "num_classes": sizes.vit_features,
-        "global_pool": "map",
-        "do_pooling": True,
-    }
+        }
     audio = {"model_type": "pe_audio_encoder", "dac_config": dict(dac_config)}
     audio.update(transformer(sizes.audio_hidden, sizes.audio_layers))
     video = {"model_type": "pe_video_encoder", "vision_config": vision_config}
@@ -813,6 +844,7 @@ class PromptEncoder(nn.Module):
         raw = json.loads(config_file.read_text())
         model_class = _official_class(raw)
         model_config = CONFIG_CLASSES[model_class].from_pretrained(folder, local_files_only=True)
+        repair_vision_labels(model_config, raw)
         loaded = _construct(MODEL_CLASSES[model_class], model_config)
         _load_official_weights(loaded, folder, model_class)
         try:

@@ -6,13 +6,18 @@ latents once. What trains is the audio transformer, the visual tower (a small ti
 audio-visual fusion encoder and their heads, with PE-AV's sigmoid contrastive loss (SigLIP style,
 learnable scale and bias per pair) over:
 
-* audio - text (the clip's captions) and audio - category prompts (all paraphrases of all
-  categories at once, category-level labels: the zero-shot classifier),
-* visual - text (visual captions + category prompts), audio - visual,
-* audio-visual - text (the audio-visual caption), audio+text - visual, visual+text - audio.
+* audio - text (the clip's captions), visual - text (visual captions), audio - visual,
+* audio-visual - text (the audio-visual caption, every ``fusion_every`` steps on a few rows),
+* audio+text - visual and visual+text - audio,
+
+plus a category-level softmax term per tower: audio / picture embeddings against the centroid of
+each category's prompts (the zero-shot classifier). In short runs on CPU it aligns the towers
+with the fixed text space much faster than the sigmoid terms alone.
 
 Labels are category-level (two clips of one category in a batch are both positives), and half of
 each batch is hard negatives: categories whose names MiniLM puts nearest to another batch category.
+The raw transformers logit scales/biases get their own larger learning rate (they start at
+SigLIP's 10 / -10 and must move far).
 """
 
 from __future__ import annotations
@@ -52,12 +57,15 @@ class EncoderTrainConfig:
     minutes: float = 0.0
     batch_size: int = 32
     fusion_rows: int = 8
+    fusion_every: int = 4
+    category_scale: float = 20.0
     min_crop_seconds: float = 1.0
     max_crop_seconds: float = 3.0
     max_seconds: float = 5.0
     max_clips_per_category: int = 30
     max_eval_clips_per_category: int = 8
     lr: float = 1e-3
+    logit_lr: float = 0.05
     min_lr_ratio: float = 0.05
     warmup_steps: int = 100
     weight_decay: float = 0.05
@@ -458,6 +466,16 @@ def evaluate(encoder: PromptEncoder, cache: FeatureCache, split: str) -> dict[st
 
 
 # ---------------------------------------------------------------------------------------------- training
+def category_centroids(embeddings: Tensor, cache: FeatureCache) -> Tensor:
+    """L2-normalised mean embedding ``(C, E)`` of each category's prompts (zero for a category
+    without prompts) from the embeddings ``(M, E)`` of every cached text."""
+    prompts = embeddings[cache.prompt_text.to(embeddings.device)]
+    labels = cache.prompt_category.to(embeddings.device)
+    sums = torch.zeros(len(cache.categories), embeddings.shape[1], device=embeddings.device)
+    sums.index_add_(0, labels, prompts)
+    return F.normalize(sums, dim=-1)
+
+
 def _lr_factor(step: int, cfg: EncoderTrainConfig) -> float:
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
@@ -472,11 +490,14 @@ def training_step(
     cfg: EncoderTrainConfig,
     text: dict[str, Tensor],
     rng,
+    fuse: bool = True,
 ) -> dict[str, Tensor]:
     """Losses of one batch (see the module docstring for the pairs).
 
     ``text`` maps a space (``audio``, ``video``, ``audio_video``) to the embeddings ``(M, E)`` of
-    every cached text, and ``raw`` to their pooled features ``(M, H)``.
+    every cached text, ``raw`` to their pooled features ``(M, H)`` and ``audio_classes`` /
+    ``video_classes`` to the category centroids ``(C, E)``. ``fuse``: also train the audio-visual
+    fusion encoder on this batch.
     """
     device = encoder.device
     model = encoder.model
@@ -492,12 +513,10 @@ def training_step(
     same = (category[:, None] == category[None, :]).float()
     caption = torch.tensor([cache.clip_captions[i][int(rng.integers(len(cache.clip_captions[i])))] for i in clips])
     caption = caption.to(device)
-    prompt_ids = cache.prompt_text.to(device)
-    prompt_labels = (category[:, None] == cache.prompt_category.to(device)[None, :]).float()
     scale_at, bias_at = audio_model.text_audio_logit_scale, audio_model.text_audio_logit_bias
     losses = {
         "audio_text": sigmoid_contrastive_loss(audio, text["audio"][caption], same, scale_at, bias_at),
-        "audio_category": sigmoid_contrastive_loss(audio, text["audio"][prompt_ids], prompt_labels, scale_at, bias_at),
+        "audio_category": F.cross_entropy(audio @ text["audio_classes"].T * cfg.category_scale, category),
     }
 
     image_ids = [sampler.image_for(i) for i in clips]
@@ -514,9 +533,7 @@ def training_step(
         )
         scale_vt, bias_vt = video_model.text_video_logit_scale, video_model.text_video_logit_bias
         losses["visual_text"] = sigmoid_contrastive_loss(video, text["video"][visual_caption], same_v, scale_vt, bias_vt)
-        losses["visual_category"] = sigmoid_contrastive_loss(
-            video, text["video"][prompt_ids], prompt_labels[index], scale_vt, bias_vt
-        )
+        losses["visual_category"] = F.cross_entropy(video @ text["video_classes"].T * cfg.category_scale, category[index])
         losses["audio_visual"] = sigmoid_contrastive_loss(
             audio[index], video, same_v, model.audio_video_logit_scale, model.audio_video_logit_bias
         )
@@ -534,6 +551,7 @@ def training_step(
                 video_plus_text, audio[index].detach(), same_v, model.video_plus_text_logit_scale, model.video_plus_text_logit_bias
             )
         )
+    if rows and fuse:
         fused = index[: cfg.fusion_rows]
         audio_video = forward_audio_video(encoder, latents[fused], frames[: len(fused)])
         av_caption = torch.tensor(
@@ -614,8 +632,17 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
     rng = np.random.default_rng(cfg.seed)
     step = 0
     encoder.to(device).train()
-    parameters = [p for p in encoder.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    named = [(n, p) for n, p in encoder.model.named_parameters() if p.requires_grad]
+    parameters = [p for _, p in named]
+    logits = [p for n, p in named if n.endswith(("logit_scale", "logit_bias"))]
+    weights = [p for n, p in named if not n.endswith(("logit_scale", "logit_bias"))]
+    # The raw logit scales/biases must travel far (10 -> ~50): their own, larger, undecayed rate.
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": weights, "lr": cfg.lr, "base_lr": cfg.lr, "weight_decay": cfg.weight_decay},
+            {"params": logits, "lr": cfg.logit_lr, "base_lr": cfg.logit_lr, "weight_decay": 0.0},
+        ]
+    )
     if resuming:
         checkpoint = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
         encoder.load_trainable_state(checkpoint["model"])
@@ -633,6 +660,8 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
         raw = cache.text_features.to(device)
         text = {space: text_embeddings(encoder, raw, space) for space in ("audio", "video", "audio_video")}
         text["raw"] = raw
+        for space in ("audio", "video"):
+            text[f"{space}_classes"] = category_centroids(text[space], cache)
     sampler = BatchSampler(cache, "train", cfg, text["audio"].cpu(), rng)
     eval_split = "val" if "val" in cache.clip_splits else "test"
     encoder.config.visual_trained = bool(cache.images.shape[0] > 0)
@@ -641,8 +670,8 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
     metrics_file = (out / METRICS_NAME).open("a")
     while step < cfg.steps:
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg)
-        losses = training_step(encoder, cache, sampler, cfg, text, rng)
+            group["lr"] = group["base_lr"] * _lr_factor(step, cfg)
+        losses = training_step(encoder, cache, sampler, cfg, text, rng, fuse=step % cfg.fusion_every == 0)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)

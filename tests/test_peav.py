@@ -16,7 +16,7 @@ from PIL import Image
 
 from encoders.codec import Codec, CodecConfig
 from encoders.errors import PromptError, WeightsError
-from encoders.peav import PromptEncoder, TowerSizes, load_prompt_encoder, rank
+from encoders.peav import PromptEncoder, TowerSizes, load_prompt_encoder, rank, repair_vision_labels
 from encoders.prompts import VisualPreprocessing, load_image_frames, pad_frames, read_image
 
 RATE = 16000
@@ -90,6 +90,8 @@ def test_text_space_is_minilm_mean_pooled_and_fixed(encoder):
         heads = [encoder.embed_text(["dog barking"], space=s) for s in ("audio", "video", "audio_video")]
     assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.3
     assert all(torch.allclose(heads[0], h) for h in heads[1:])
+    timm_head = encoder.model.video_model.video_encoder.embedder.vision_model.timm_model.head
+    assert timm_head.out_features == SMALL.vit_features
     frozen = [n for n, p in encoder.model.named_parameters() if not p.requires_grad]
     assert any(n.startswith("text_model.") for n in frozen)
     assert any(".embedder.dac_encoder." in n for n in frozen)
@@ -183,7 +185,9 @@ def _official_model(kind: str):
     vision = {"architecture": "vit_pe_core_tiny_patch16_384", "num_classes": 16, "global_pool": "map",
               "model_args": {"img_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2}}
     video = {"model_type": "pe_video_encoder", "vision_config": vision, **small}
-    config = PeAudioVideoConfig(text_config=text, audio_video_config={"audio_config": audio, "video_config": video, **small})
+    raw = {"audio_config": audio, "video_config": video, **small}
+    config = PeAudioVideoConfig(text_config=text, audio_video_config=raw)
+    repair_vision_labels(config, {"audio_video_config": raw})
     return PeAudioVideoModel(config).eval()
 
 
@@ -220,6 +224,8 @@ def test_official_pe_av_layout_round_trip(tmp_path):
         assert torch.allclose(ours.embed_video(frames), video, atol=1e-5)
         assert torch.allclose(ours.embed_audio_video(wav, frames, is_latents=False), F.normalize(fused, dim=-1), atol=1e-5)
     assert ours.config.image_size == 32 and ours.config.sample_rate == 48000
+    # transformers drops the timm head width of a nested dict config; the loader restores it.
+    assert ours.model.video_model.video_encoder.embedder.vision_model.timm_model.head.out_features == 16
 
 
 def test_official_pe_a_frame_layout_round_trip(tmp_path):
