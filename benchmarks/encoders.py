@@ -203,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-category", type=int, default=10, help="at most this many clips per category and gallery")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="embed the first seconds of each clip")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for the quality part (speed is timed on 2 and 1)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     from encoders.codec import Codec, load_default_codec
     from encoders.peav import PromptEncoder, load_prompt_encoder
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             table.append([gallery, model_name] + [metrics.get(key) for _, key in COLUMNS])
     results["speed"] = speed(trained, codec, threads=2)
     results["speed_1_thread"] = speed(trained, codec, threads=1)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     write_json(args.json, results)
     print(markdown_table(["gallery", "model"] + [name for name, _ in COLUMNS], table))
     print()
