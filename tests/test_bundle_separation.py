@@ -1,0 +1,86 @@
+"""End to end on the shipped default bundle: the CLI and the Python API on the bundled example."""
+
+import json
+
+import pytest
+import soundfile as sf
+import torch
+
+from app.cli import main
+from encoders.audio_io import load_audio
+from promptsep_assets import DEFAULT_BUNDLE, EXAMPLES_DIR
+from separation.metrics import si_sdr
+
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT_BUNDLE / "separator" / "model.safetensors").is_file(), reason="no separator in the default bundle"
+)
+MIX, TARGET = EXAMPLES_DIR / "example_mix.wav", EXAMPLES_DIR / "example_target.wav"
+PROMPT = (EXAMPLES_DIR / "example_prompt.txt").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def separator():
+    from separation.inference import Separator
+
+    return Separator.from_pretrained()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known shortfall: the CPU-trained default codec caps mask quality (codec-mask oracle ~3 dB) and the "
+    "separator trained 1300 steps does not yet improve on the mixture (measured -1.0 dB on this example)",
+)
+def test_shipped_bundle_improves_si_sdr_on_the_bundled_example(separator):
+    mixture, rate = load_audio(MIX)
+    truth, _ = load_audio(TARGET)
+    result = separator.separate(mixture, rate, PROMPT)
+    before = si_sdr(mixture[0], truth[0]).item()
+    after = si_sdr(result.targets[0, 0], truth[0]).item()
+    assert after > before + 0.5, (before, after)
+
+
+def test_prompt_matters(separator):
+    """The prompted target differs from what an unrelated prompt extracts."""
+    mixture, rate = load_audio(MIX)
+    dog = separator.separate(mixture, rate, PROMPT).targets[0, 0]
+    other = separator.separate(mixture, rate, "a church organ playing").targets[0, 0]
+    difference = (dog - other).pow(2).sum() / dog.pow(2).sum()
+    assert difference > 0.05
+
+
+def test_cli_separate_writes_tracks_that_sum_to_the_mixture(tmp_path, capsys):
+    stereo = tmp_path / "stereo44k.wav"
+    mono, rate = load_audio(MIX, sample_rate=44100)
+    sf.write(stereo, torch.cat([mono, 0.5 * mono]).T.numpy(), rate, subtype="FLOAT")
+    code = main(["separate", str(stereo), "--prompt", PROMPT, "--prompt", "a man speaking", "--out", str(tmp_path / "out")])
+    assert code == 0
+    folder = tmp_path / "out" / "stereo44k"
+    t1, r1 = load_audio(folder / "target_1.wav")
+    t2, _ = load_audio(folder / "target_2.wav")
+    residual, r2 = load_audio(folder / "residual.wav")
+    original, _ = load_audio(stereo)
+    assert r1 == r2 == 44100 and t1.shape == original.shape == residual.shape
+    assert torch.allclose(t1 + t2 + residual, original, atol=1e-4)
+    assert [p["file"] for p in json.loads((folder / "prompts.json").read_text())] == ["target_1.wav", "target_2.wav"]
+
+
+def test_cli_reference_report_and_errors(tmp_path, capsys):
+    code = main(["separate", str(MIX), "--prompt", PROMPT, "--reference", str(TARGET), "--out", str(tmp_path)])
+    assert code == 0 and "SI-SDRi" in capsys.readouterr().out
+    assert main(["separate", str(tmp_path / "missing.wav"), "--prompt", "dog", "--out", str(tmp_path)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["separate", str(MIX), "--out", str(tmp_path)]) == 2
+    assert "at least one --prompt" in capsys.readouterr().err
+
+
+def test_cli_manifest_mode(tmp_path):
+    rows = [
+        {"id": "a", "audio": str(MIX), "prompt": PROMPT},
+        {"id": "b", "audio": str(MIX), "prompt": "a man speaking", "spans": [[0.0, 2.0]]},
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows))
+    assert main(["separate", "--manifest", str(manifest), "--out", str(tmp_path / "out")]) == 0
+    for name in ("a", "b"):
+        assert (tmp_path / "out" / name / "target.wav").is_file()
+        assert (tmp_path / "out" / name / "residual.wav").is_file()
