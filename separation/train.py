@@ -277,7 +277,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     if resume and (ckpt / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / cfg.steps)))
+        optimizer, lambda s: float(min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / cfg.steps))))
     )
     for _ in range(step):
         schedule.step()
