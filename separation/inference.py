@@ -218,7 +218,6 @@ class Separator:
     def _apply(
         self,
         mix_chunk: torch.Tensor,
-        model_chunk: torch.Tensor,
         targets: torch.Tensor,
         residuals: torch.Tensor,
         rate: int,
@@ -226,7 +225,7 @@ class Separator:
         """Turn decoded estimates of one chunk into per-prompt targets at the input rate.
 
         Shape:
-            mix_chunk ``(C, L)`` at ``rate``; model_chunk ``(N,)``; targets/residuals ``(P, N)`` ->
+            mix_chunk ``(C, L)`` at ``rate``; targets/residuals ``(P, N)`` ->
             ``(P, C, L)``.
         """
         cfg = self.config
@@ -334,7 +333,7 @@ class Separator:
             for i, s in enumerate(batch_starts):
                 mix_chunk = mix_chunks[i]
                 n_model = model_chunks[i].shape[-1]
-                pieces = self._apply(mix_chunk, model_chunks[i], targets[i, :, :n_model], residuals[i, :, :n_model], rate)
+                pieces = self._apply(mix_chunk, targets[i, :, :n_model], residuals[i, :, :n_model], rate)
                 w = _fade_weights(mix_chunk.shape[-1], fade, s == 0, s + chunk >= total)
                 out[..., s : s + mix_chunk.shape[-1]] += pieces * w
                 weight_sum[s : s + mix_chunk.shape[-1]] += w

@@ -79,15 +79,9 @@ def ratio_mask_separate(
             f"ratio_mask_separate: shapes differ {tuple(mixture.shape)}, "
             f"{tuple(target_est.shape)}, {tuple(residual_est.shape)}"
         )
-    length = mixture.shape[-1]
-    window = torch.hann_window(n_fft, device=mixture.device, dtype=mixture.dtype)
-    mix_spec = stft(mixture, n_fft, hop, window)
-    target_mag = stft(target_est, n_fft, hop, window).abs().pow(power)
-    residual_mag = stft(residual_est, n_fft, hop, window).abs().pow(power)
-    mask = target_mag / (target_mag + residual_mag + EPS)
-    masked = (mix_spec * mask).reshape(-1, *mix_spec.shape[-2:])
-    target = torch.istft(masked, n_fft, hop, window=window, center=True, length=length)
-    target = target.reshape(mixture.shape)
+    # one prompt: the mask of prompt_masks, never rescaled since a single ratio mask is <= 1
+    mask = prompt_masks(target_est[None], residual_est[None], n_fft, hop, power)[0]
+    target = istft(stft(mixture, n_fft, hop) * mask, n_fft, hop, mixture.shape[-1])
     return target, mixture - target
 
 
