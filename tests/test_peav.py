@@ -4,7 +4,6 @@ round trip, errors, training smoke test, retrieval CLI and the shipped bundle's 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -255,22 +254,9 @@ def test_official_folder_with_foreign_weights_is_refused(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- training
-@dataclass(frozen=True)
-class FakeClip:
-    id: str
-    path: Path
-    category: str
-    group: str
-    captions: tuple[str, ...]
-    visual_caption: str
-    av_caption: str
-    image: Path | None
-    split: str
-    source: str = "test"
-    duration: float = 1.0
+def _fake_library(folder: Path) -> list:
+    from dataengine.library import Clip
 
-
-def _fake_library(folder: Path) -> list[FakeClip]:
     clips = []
     for name, freq, colour in [("dog", 300.0, "brown"), ("piano", 900.0, "black"), ("bird", 3000.0, "blue")]:
         image = folder / f"{name}.png"
@@ -279,8 +265,8 @@ def _fake_library(folder: Path) -> list[FakeClip]:
             path = folder / f"{name}{i}.wav"
             sf.write(path, _tone(freq * (1 + 0.1 * i), 0.6).reshape(-1).numpy(), RATE)
             split = ("train", "train", "val")[i]
-            clips.append(FakeClip(f"{name}{i}", path, name, "animals", (name, f"a {name}"), f"a photo of a {name}",
-                                  f"a {name} seen and heard", image, split))
+            clips.append(Clip(f"{name}{i}", path, name, "animals", (name, f"a {name}"), f"a photo of a {name}",
+                              f"a {name} seen and heard", image, split, source="test", duration=1.0))
     return clips
 
 
