@@ -123,6 +123,8 @@ def run_train(args: argparse.Namespace) -> int:
             ("encoder_dim", args.encoder_dim),
             ("decoder_dim", args.decoder_dim),
             ("latent_dim", args.latent_dim),
+            ("decoder_head", args.decoder_head),
+            ("decoder_rates", args.decoder_rates),
         )
         if value is not None
     }
@@ -135,6 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         stop_after_minutes=args.stop_after_minutes,
         save_every=args.save_every,
+        kl_weight=args.kl_weight,
         codec=codec_overrides,
     )
     if args.data is None and not args.audio_dir and args.pool is None and not args.resume:
@@ -214,5 +217,15 @@ def register(commands, train_commands) -> None:
     train.add_argument("--encoder-dim", type=int, default=None)
     train.add_argument("--decoder-dim", type=int, default=None)
     train.add_argument("--latent-dim", type=int, default=None)
+    train.add_argument(
+        "--decoder-head",
+        choices=["istft", "waveform"],
+        default=None,
+        help="istft (default: DAC blocks to an STFT frame rate + inverse STFT) or waveform (DAC's decoder)",
+    )
+    train.add_argument(
+        "--decoder-rates", type=int, nargs="+", default=None, help="decoder upsampling rates"
+    )
+    train.add_argument("--kl-weight", type=float, default=1e-3, help="weight of the VAE's KL term")
     train.add_argument("--export", default=None, help="also write the final codec as an fp16 bundle here")
     train.set_defaults(func=run_train)

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from dac.model.dac import Decoder, Encoder
+from dac.model.dac import Decoder, DecoderBlock, Encoder
 from dac.nn.layers import Snake1d, WNConv1d
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -39,22 +39,39 @@ class CodecConfig:
     ``encoder_out_dim`` is the width of the encoder's output (the input of ``quantizer.in_proj``);
     ``None`` means DAC's default ``encoder_dim * 2 ** len(encoder_rates)``, which is also what
     transformers' ``PeAudioEncoder`` expects.
+
+    ``decoder_head`` picks the decoder: ``"waveform"`` is DAC's decoder (transposed convolutions all
+    the way to the sample rate, the layout SAM-Audio's DAC-VAE uses); ``"istft"`` runs DAC decoder
+    blocks up to an STFT frame rate (``decoder_rates`` multiply to ``hop_length / stft_hop``) and a
+    Vocos-style head that predicts log-magnitude and phase per bin, turned into audio by an inverse
+    STFT with ``n_fft`` (default ``4 * stft_hop``). The second learns magnitudes far faster on a CPU.
     """
 
     sample_rate: int = 16000
     encoder_dim: int = 8
     encoder_rates: list[int] = field(default_factory=lambda: [2, 4, 8, 10])
     latent_dim: int = 64
-    decoder_dim: int = 128
-    decoder_rates: list[int] = field(default_factory=lambda: [10, 8, 4, 2])
+    decoder_dim: int = 512
+    decoder_rates: list[int] = field(default_factory=lambda: [4])
     encoder_out_dim: int | None = None
+    decoder_head: str = "istft"
+    n_fft: int | None = None
     chunk_seconds: float = 10.0
-    overlap_seconds: float = 0.64
+    overlap_seconds: float = 1.28
     min_scale: float = 1e-4
 
     @property
     def hop_length(self) -> int:
         return math.prod(self.encoder_rates)
+
+    @property
+    def stft_hop(self) -> int:
+        """Hop of the iSTFT head (only meaningful for ``decoder_head == "istft"``)."""
+        return self.hop_length // math.prod(self.decoder_rates)
+
+    @property
+    def stft_size(self) -> int:
+        return self.n_fft or 4 * self.stft_hop
 
     @property
     def encoder_features(self) -> int:
@@ -128,6 +145,57 @@ class VAEBottleneck(nn.Module):
         return mean, F.softplus(scale) + self.min_scale
 
 
+MAX_LOG_MAGNITUDE = math.log(100.0)
+
+
+class SpectralDecoder(nn.Module):
+    """DAC decoder blocks up to an STFT frame rate, then an inverse-STFT head (as in Vocos).
+
+    ``model``: a conv from the latent features to ``channels``, one DAC ``DecoderBlock`` per rate
+    (channels halve each time), Snake and a conv to ``n_fft + 2`` channels per frame: the first half
+    is the log-magnitude of each bin, the second its phase (an angle). The frames are inverted with a
+    Hann-windowed overlap-add ("same" padding), giving exactly ``frames * hop`` samples.
+    """
+
+    def __init__(self, input_channel: int, channels: int, rates: list[int], n_fft: int, hop: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [WNConv1d(input_channel, channels, kernel_size=7, padding=3)]
+        dim = channels
+        for index, stride in enumerate(rates):
+            out_dim = channels // 2 ** (index + 1)
+            layers.append(DecoderBlock(dim, out_dim, stride))
+            dim = out_dim
+        layers += [Snake1d(dim), WNConv1d(dim, n_fft + 2, kernel_size=7, padding=3)]
+        self.model = nn.Sequential(*layers)
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Decoder features ``(B, F, T)`` -> waveform ``(B, 1, T * prod(rates) * hop)``."""
+        log_magnitude, phase = self.model(x).float().chunk(2, dim=1)
+        magnitude = log_magnitude.clamp(max=MAX_LOG_MAGNITUDE).exp()
+        spectrum = torch.polar(magnitude, phase)
+        return overlap_add(spectrum, self.window, self.hop)
+
+
+def overlap_add(spectrum: Tensor, window: Tensor, hop: int) -> Tensor:
+    """Inverse STFT with "same" padding: ``(B, n_fft // 2 + 1, T)`` complex -> ``(B, 1, T * hop)``.
+
+    Each frame is inverse-FFT'd, windowed and overlap-added; the sum is divided by the summed squared
+    window and ``(n_fft - hop) / 2`` samples are trimmed from each end.
+    """
+    n_fft = window.shape[0]
+    frames = torch.fft.irfft(spectrum, n=n_fft, dim=1) * window[:, None]
+    count = frames.shape[-1]
+    size = (count - 1) * hop + n_fft
+    fold = dict(output_size=(1, size), kernel_size=(1, n_fft), stride=(1, hop))
+    signal = F.fold(frames, **fold).reshape(frames.shape[0], 1, size)
+    envelope = F.fold(window.pow(2)[None, :, None].expand(1, n_fft, count), **fold).reshape(1, 1, size)
+    pad = (n_fft - hop) // 2
+    signal = signal[..., pad : pad + count * hop]
+    return signal / envelope[..., pad : pad + count * hop].clamp_min(1e-8)
+
+
 def _crossfade_window(length: int, overlap_left: int, overlap_right: int) -> Tensor:
     """Weights ``(length,)`` of one chunk for overlap-add.
 
@@ -191,13 +259,25 @@ class Codec(nn.Module):
         self.config = config or CodecConfig()
         c = self.config
         features = c.encoder_features
-        if math.prod(c.decoder_rates) != c.hop_length:
-            raise WeightsError(
-                f"codec config: decoder_rates {c.decoder_rates} must upsample by the hop {c.hop_length}"
-            )
         self.encoder = Encoder(c.encoder_dim, list(c.encoder_rates), features)
         self.quantizer = VAEBottleneck(features, c.latent_dim, c.min_scale)
-        self.decoder = Decoder(features, c.decoder_dim, list(c.decoder_rates))
+        if c.decoder_head == "waveform":
+            if math.prod(c.decoder_rates) != c.hop_length:
+                raise WeightsError(
+                    f"codec config: decoder_rates {c.decoder_rates} must upsample by the hop {c.hop_length}"
+                )
+            self.decoder = Decoder(features, c.decoder_dim, list(c.decoder_rates))
+        elif c.decoder_head == "istft":
+            if c.hop_length % math.prod(c.decoder_rates) or c.stft_size < c.stft_hop:
+                raise WeightsError(
+                    f"codec config: decoder_rates {c.decoder_rates} must divide the hop {c.hop_length} "
+                    f"and n_fft {c.stft_size} must be at least the STFT hop {c.stft_hop}"
+                )
+            self.decoder = SpectralDecoder(
+                features, c.decoder_dim, list(c.decoder_rates), c.stft_size, c.stft_hop
+            )
+        else:
+            raise WeightsError(f"codec config: unknown decoder_head {c.decoder_head!r} (waveform or istft)")
         _use_eager_snake(self)
 
     # ------------------------------------------------------------------ properties
@@ -270,6 +350,13 @@ class Codec(nn.Module):
         if wav.shape[-1] < target:
             wav = F.pad(wav, (0, target - wav.shape[-1]))
         return wav[..., :target]
+
+    def decode_train(self, latents: Tensor) -> Tensor:
+        """Unchunked decode that keeps the autograd graph (for losses through the frozen decoder).
+
+        Shape: ``(B, D, T)`` -> ``(B, 1, T * hop)``.
+        """
+        return self._decode_full(latents)
 
     def decode(self, latents: Tensor, length: int | None = None) -> Tensor:
         """Latents ``(B, D, T)`` -> waveform ``(B, 1, N)``; ``N = length`` if given, else ``T * hop``.
@@ -385,6 +472,7 @@ class Codec(nn.Module):
             latent_dim=int(latent_dim),
             decoder_dim=int(kwargs.get("decoder_dim", 1536)),
             decoder_rates=list(kwargs.get("decoder_rates", [8, 8, 4, 2])),
+            decoder_head="waveform",
             encoder_out_dim=int(latent_dim),
             chunk_seconds=chunk_seconds,
             overlap_seconds=overlap_seconds,

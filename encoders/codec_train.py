@@ -48,7 +48,7 @@ class TrainConfig:
     mel_weight: float = 15.0
     stft_weight: float = 1.0
     wave_weight: float = 1.0
-    kl_weight: float = 1e-2
+    kl_weight: float = 1e-3
     adversarial: bool = False
     adv_weight: float = 1.0
     feature_weight: float = 2.0
@@ -310,12 +310,6 @@ class MultiResolutionSTFTLoss(nn.Module):
             loss = loss + F.l1_loss(a.clamp_min(self.clamp).log10(), b.clamp_min(self.clamp).log10())
             loss = loss + F.l1_loss(a, b)
         return loss
-
-
-def _magnitude(wav: Tensor, window: int) -> Tensor:
-    """``(B, 1, N)`` -> STFT magnitudes ``(B, F, frames)`` with a Hann window and hop ``window // 4``."""
-    hann = torch.hann_window(window, device=wav.device)
-    return torch.stft(wav.flatten(0, 1), window, window // 4, window=hann, return_complex=True).abs()
 
 
 def _magnitude(wav: Tensor, window: int) -> Tensor:

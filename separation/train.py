@@ -6,6 +6,11 @@ combinations and augmentation at every draw). Codec latents are computed once pe
 with the frozen codec, so CPU training spends its time in the separator rather than re-encoding
 audio. Every time an example is used its prompt is re-phrased (a new paraphrase of its category),
 so the model never learns one wording per category.
+
+The loss is an L1 on the normalised [target | residual] latents plus (``wave_weight``) the negative
+SI-SDR of the *mixture-consistent output*: the predicted latents are decoded by the frozen codec
+decoder, their magnitudes make the ratio mask that inference applies to the mixture's STFT, and the
+masked mixture is scored against the true target. That trains exactly what the user hears.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ class TrainConfig:
     threads: int = 2
     hidden_dim: int = 256
     num_layers: int = 6
+    latent_weight: float = 1.0
+    wave_weight: float = 0.1  # weight of -SI-SDR (dB) of the mixture-consistent target; 0 turns it off
+    mask_fft: int = 512  # the STFT the inference masks are made on (InferenceConfig.n_fft / hop)
+    mask_hop: int = 128
+    mask_power: float = 1.0
     codec: str = ""  # codec folder; empty: the default bundle's
     pool_cache: str = ""  # file keeping the encoded initial pool, shared between runs with the same codec
 
@@ -60,6 +70,7 @@ class _Example:
     category: str
     image: str | None
     spans: list
+    waves: torch.Tensor | None = None  # (2, N) float16 mixture and target waveforms
 
 
 @dataclass
@@ -154,6 +165,7 @@ class LatentPool:
                 category=m.category,
                 image=str(m.image) if m.image else None,
                 spans=list(m.spans or []),
+                waves=wav[i, :2].half().clone(),
             )
             for i, m in enumerate(mixes)
         ]
@@ -210,6 +222,28 @@ def _conditioning(
     )
 
 
+def consistent_output_loss(
+    model: SeparatorModel, codec, estimate: torch.Tensor, waves: torch.Tensor, cfg: TrainConfig
+) -> torch.Tensor:
+    """Mean negative SI-SDR (dB) of the mixture-consistent target built from predicted latents.
+
+    Shape:
+        estimate ``(B, T, 2D)`` normalised [target | residual] latents; waves ``(B, 2, N)`` mixture and
+        true target at the codec rate -> scalar.
+    """
+    from separation.masking import istft, prompt_masks, stft
+    from separation.metrics import si_sdr
+
+    latents = torch.cat([model.denormalize(part) for part in estimate.chunk(2, -1)])  # (2B, T, D)
+    decoded = codec.decode_train(rearrange(latents, "b t d -> b d t"))[:, 0]  # (2B, T * hop)
+    batch, length = waves.shape[0], min(decoded.shape[-1], waves.shape[-1])
+    target_est, residual_est = decoded[:batch, :length], decoded[batch:, :length]
+    mixture, target = waves[:, 0, :length], waves[:, 1, :length]
+    masks = prompt_masks(target_est[None], residual_est[None], cfg.mask_fft, cfg.mask_hop, cfg.mask_power)[0]
+    output = istft(stft(mixture, cfg.mask_fft, cfg.mask_hop) * masks, cfg.mask_fft, cfg.mask_hop, length)
+    return -si_sdr(output, target).clamp(min=-30).mean()
+
+
 def _save_checkpoint(out: Path, model: SeparatorModel, optimizer, step: int, cfg: TrainConfig, losses: list[float]) -> None:
     ckpt = out / "checkpoint"
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -232,6 +266,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     codec = (Codec.from_pretrained(cfg.codec) if cfg.codec else load_default_codec()).to(device).eval()
+    codec.requires_grad_(False)
     prompt_encoder = load_default_prompt_encoder(codec=codec)
     cache = PromptCache(prompt_encoder)
     from dataengine.vocabulary import CATEGORIES
@@ -293,9 +328,13 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             examples, cache, cfg, mixture.shape[1], codec.frame_rate, py_rng, np_rng, use_images, device
         )
         if cfg.objective == "flow":
-            loss, _ = flow_matching_loss(model, mixture, sources, conditioning)
+            loss, estimate = flow_matching_loss(model, mixture, sources, conditioning)
         else:
-            loss, _ = regression_loss(model, mixture, sources, conditioning)
+            loss, estimate = regression_loss(model, mixture, sources, conditioning)
+        loss = cfg.latent_weight * loss
+        if cfg.wave_weight > 0 and all(e.waves is not None for e in examples):
+            waves = torch.stack([e.waves for e in examples]).float().to(device)
+            loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, estimate, waves, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -16,6 +16,7 @@ from encoders.codec import (
     CodecConfig,
     codec_to_pe_audio_encoder_state,
     load_default_codec,
+    overlap_add,
     pe_audio_dac_config,
 )
 from encoders.errors import WeightsError
@@ -32,8 +33,9 @@ def tiny_codec(**overrides) -> Codec:
     return Codec(CodecConfig(**{**TINY, **overrides})).eval()
 
 
-def test_shapes_and_latent_rate():
-    codec = tiny_codec()
+@pytest.mark.parametrize("head", ["istft", "waveform"])
+def test_shapes_and_latent_rate(head):
+    codec = tiny_codec(decoder_head=head, decoder_rates=[4] if head == "istft" else [10, 8, 4, 2])
     assert codec.hop_length == 640 and codec.sample_rate == 16000
     assert codec.frame_rate == 25.0
     n = 16000 + 123
@@ -47,6 +49,28 @@ def test_shapes_and_latent_rate():
     assert recon.shape == wav.shape and mean.shape == scale.shape == latents.shape
     assert bool((scale > 0).all())
     torch.testing.assert_close(mean, latents)
+
+
+def test_istft_head_inverts_a_same_padded_stft():
+    """The overlap-add of the iSTFT head is an exact inverse of a Hann STFT with "same" padding."""
+    n_fft, hop = 640, 160
+    window = torch.hann_window(n_fft)
+    wav = torch.randn(2, 8 * hop)
+    pad = (n_fft - hop) // 2
+    frames = torch.nn.functional.pad(wav, (pad, pad)).unfold(-1, n_fft, hop)  # (B, frames, n_fft)
+    spectrum = torch.fft.rfft(frames * window, dim=-1).transpose(1, 2)
+    out = overlap_add(spectrum, window, hop)
+    assert out.shape == (2, 1, frames.shape[1] * hop)
+    torch.testing.assert_close(out[:, 0, : wav.shape[-1]], wav, atol=1e-5, rtol=0)
+
+
+def test_decoder_config_errors_are_clear():
+    with pytest.raises(WeightsError, match="decoder_head"):
+        tiny_codec(decoder_head="griffin-lim")
+    with pytest.raises(WeightsError, match="must divide the hop"):
+        tiny_codec(decoder_head="istft", decoder_rates=[3])
+    with pytest.raises(WeightsError, match="upsample by the hop"):
+        tiny_codec(decoder_head="waveform", decoder_rates=[4])
 
 
 def test_rejects_multichannel_and_bad_latents():
@@ -79,7 +103,7 @@ def test_missing_files_raise_weights_error(tmp_path: Path):
 
 
 def test_chunked_matches_unchunked_on_60s():
-    """Chunked encode/decode of 60 s (10 s chunks, 0.64 s crossfades) vs one pass.
+    """Chunked encode/decode of 60 s (10 s chunks, 1.28 s crossfades) vs one pass.
 
     Tolerance: relative L2 error below 1e-3 for latents and waveforms (random-init tiny model).
     """
@@ -104,6 +128,7 @@ SAM_AUDIO_DACVAE = dict(
     latent_dim=128,
     decoder_dim=1536,
     decoder_rates=[12, 10, 8, 2],
+    decoder_head="waveform",
 )
 
 
