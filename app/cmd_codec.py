@@ -138,6 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
         stop_after_minutes=args.stop_after_minutes,
         save_every=args.save_every,
         kl_weight=args.kl_weight,
+        init_from=args.init_from,
         codec=codec_overrides,
     )
     if args.data is None and not args.audio_dir and args.pool is None and not args.resume:
@@ -227,5 +228,8 @@ def register(commands, train_commands) -> None:
         "--decoder-rates", type=int, nargs="+", default=None, help="decoder upsampling rates"
     )
     train.add_argument("--kl-weight", type=float, default=1e-3, help="weight of the VAE's KL term")
+    train.add_argument(
+        "--init-from", default=None, help="codec folder whose matching weights (e.g. its encoder) start the run"
+    )
     train.add_argument("--export", default=None, help="also write the final codec as an fp16 bundle here")
     train.set_defaults(func=run_train)

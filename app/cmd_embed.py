@@ -60,6 +60,9 @@ def register(commands, train_commands) -> None:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--codec", type=Path, default=None, help="codec folder (default: the embedded codec)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--clips-per-category", type=int, default=30, help="training clips per category (features are cached)"
+    )
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -195,6 +198,7 @@ def run_train(args) -> int:
         seed=args.seed,
         threads=args.threads,
         device=args.device,
+        max_clips_per_category=args.clips_per_category,
     )
     bundle = train_encoders(cfg, resume=args.resume, codec=codec)
     print(f"PE-AV bundle written to {bundle} (copy it to promptsep_assets/default/peav to ship it)")

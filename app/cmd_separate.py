@@ -51,7 +51,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--out", default="runs/separator")
     t.add_argument("--objective", choices=["regression", "flow"], default="regression")
     t.add_argument("--steps", type=int, default=20000)
-    t.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: run all steps)")
+    t.add_argument("--minutes", type=float, default=0.0, help="training-time budget in minutes over all resumes; sets the LR schedule (0: run all steps)")
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=4e-4)
     t.add_argument("--pool", type=int, default=2000, help="encoded mixtures kept in the streaming pool")
@@ -61,6 +61,11 @@ def register(commands, train_commands) -> None:
     t.add_argument("--hidden-dim", type=int, default=256)
     t.add_argument("--num-layers", type=int, default=6)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--latent-weight", type=float, default=1.0, help="weight of the L1 loss on latents")
+    t.add_argument(
+        "--wave-weight", type=float, default=0.1,
+        help="weight of -SI-SDR (dB) of the mixture-consistent output through the frozen decoder (0: off)",
+    )
     t.add_argument("--codec", default="", help="codec folder (default: the bundle's codec)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--resume", action="store_true")
@@ -143,9 +148,18 @@ def run_separate(args) -> int:
     failures = 0
     for name, path, prompts in tqdm(jobs, desc="separating", unit="file", disable=len(jobs) < 2):
         try:
-            wav, rate = load_audio(path)
-            result = separator.separate(wav, rate, prompts, candidates=args.candidates)
-            written = _write(result, args.out / name)
+            if args.candidates == 1 and args.reference is None:  # streamed: memory flat in length
+                with tqdm(desc=f"{path.name}", unit="chunk", leave=False, disable=len(jobs) > 1) as bar:
+
+                    def progress(done: int, total: int, bar=bar) -> None:
+                        bar.total = total
+                        bar.update(done - bar.n)
+
+                    written = separator.separate_file(path, prompts, args.out / name, progress=progress)
+            else:
+                wav, rate = load_audio(path)
+                result = separator.separate(wav, rate, prompts, candidates=args.candidates)
+                written = _write(result, args.out / name)
         except PromptsepError as error:
             failures += 1
             tqdm.write(f"promptsep: error: {error}")
@@ -174,7 +188,8 @@ def run_train(args) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, objective=args.objective, steps=args.steps, minutes=args.minutes,
         batch=args.batch, lr=args.lr, pool=args.pool, refresh_every=args.refresh_every, pool_cache=args.pool_cache, threads=args.threads, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
-        seed=args.seed, device=args.device, codec=args.codec,
+        seed=args.seed, device=args.device, codec=args.codec, wave_weight=args.wave_weight,
+        latent_weight=args.latent_weight,
     )
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")

@@ -28,7 +28,7 @@ from encoders.errors import WeightsError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-INITIAL_SCALE_BIAS = -3.0
+INITIAL_SCALE_BIAS = -6.0
 DEFAULT_CODEC_DIR = Path(__file__).resolve().parent.parent / "promptsep_assets" / "default" / "codec"
 
 
@@ -135,7 +135,8 @@ class VAEBottleneck(nn.Module):
         self.in_proj = WNConv1d(features, 2 * latent_dim, kernel_size=1)
         self.out_proj = WNConv1d(latent_dim, features, kernel_size=1)
         self.min_scale = min_scale
-        # start with small posterior noise (scale ~0.05) so early training sees the mean
+        # start with tiny posterior noise (scale ~0.0025): with more, the input-dependent part of a fresh
+        # encoder's output (~0.02) drowns in it, the decoder learns to ignore the latent and it collapses
         with torch.no_grad():
             self.in_proj.bias[latent_dim:] = INITIAL_SCALE_BIAS
 

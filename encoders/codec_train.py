@@ -58,6 +58,7 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None  # training-time budget over all resumes (schedule + stop)
     stop_after_minutes: float | None = None  # stop this invocation early; the schedule is unchanged
+    init_from: str | None = None  # codec folder whose same-shaped weights (e.g. the encoder) start the run
     codec: dict = field(default_factory=dict)
 
 
@@ -324,6 +325,17 @@ def kl_divergence(mean: Tensor, scale: Tensor) -> Tensor:
     return 0.5 * (mean.pow(2) + variance - 1.0 - variance.log()).mean()
 
 
+def warm_start(codec: Codec, source: Codec) -> list[str]:
+    """Copy every tensor of ``source`` whose name and shape match into ``codec``; returns their names.
+
+    A new decoder head can so start from a trained encoder and bottleneck.
+    """
+    own = codec.state_dict()
+    copied = [k for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape]
+    codec.load_state_dict({k: source.state_dict()[k] for k in copied}, strict=False)
+    return copied
+
+
 # ---------------------------------------------------------------------- checkpoints
 def save_checkpoint(
     out: Path, codec: Codec, optimizers: dict, step: int, config: TrainConfig, minutes: float = 0.0
@@ -381,6 +393,9 @@ def train_codec(
         start_step, minutes_before = state["step"], float(state.get("minutes", 0.0))
         optimizer_state = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True)
         print(f"resuming from step {start_step}", flush=True)
+    elif config.init_from:
+        copied = warm_start(codec, Codec.from_pretrained(config.init_from))
+        print(f"initialised {len(copied)} tensors from {config.init_from}", flush=True)
     codec.to(target_device).train()
     (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
 

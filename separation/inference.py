@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from einops import rearrange
 
@@ -311,33 +312,168 @@ class Separator:
         progress: Callable[[int, int], None] | None,
     ) -> torch.Tensor:
         """Chunk, separate and cross-fade one pass. Shape: ``(C, N)`` -> targets ``(P, C, N)``."""
-        cfg = self.config
         channels, length = wav.shape
-        padded = torch.nn.functional.pad(wav, (shift, 0))
-        total = padded.shape[-1]
+
+        def read(start: int, end: int) -> torch.Tensor:
+            return wav[:, start:end]
+
+        out = torch.zeros(len(prompts), channels, length)
+        for start, targets in self.stream(read, length, rate, channels, prompts, conditions, seed, shift, progress):
+            out[..., start : start + targets.shape[-1]] = targets
+        return out
+
+    def stream(
+        self,
+        read: Callable[[int, int], torch.Tensor],
+        length: int,
+        rate: int,
+        channels: int,
+        prompts: Sequence[Prompt],
+        conditions: list[Conditioning],
+        seed: int = 0,
+        shift: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        """Separate a recording read piece by piece; yields finished ``(start, targets (P, C, n))`` in order.
+
+        ``read(start, end)`` returns samples ``[start, end)`` of the mixture as ``(C, end - start)``.
+        Only a few chunks are held at a time, so memory does not grow with ``length``. ``shift``
+        delays the chunk grid by that many samples (another candidate for the judge).
+        """
+        cfg = self.config
+        total = length + shift
         chunk = max(1, round(cfg.chunk_seconds * rate))
         fade = min(round(cfg.overlap_seconds * rate), chunk // 2)
         starts = _chunk_starts(total, chunk, chunk - fade)
-        out = torch.zeros(len(prompts), channels, total)
-        weight_sum = torch.zeros(total)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         hop = self.codec.hop_length
+        base = 0  # padded position of out[..., 0]
+        out = torch.zeros(len(prompts), channels, 0)
+        weight_sum = torch.zeros(0)
+
+        def read_padded(start: int, end: int) -> torch.Tensor:
+            lead = max(0, shift - start)
+            piece = read(max(0, start - shift), end - shift) if end > shift else torch.zeros(channels, 0)
+            return torch.nn.functional.pad(piece.float(), (lead, 0))
+
         for first in range(0, len(starts), cfg.batch_chunks):
             batch_starts = starts[first : first + cfg.batch_chunks]
-            mix_chunks = [padded[:, s : s + chunk] for s in batch_starts]
+            mix_chunks = [read_padded(s, min(s + chunk, total)) for s in batch_starts]
             model_chunks = [resample(c.mean(0), rate, self.sample_rate) for c in mix_chunks]
             model_len = math.ceil(max(c.shape[-1] for c in model_chunks) / hop) * hop
             batch = torch.stack([torch.nn.functional.pad(c, (0, model_len - c.shape[-1])) for c in model_chunks])
             starts_s = [(s - shift) / rate for s in batch_starts]
             targets, residuals = self._separate_chunks(batch, starts_s, prompts, conditions, generator)
+            end = max(s + c.shape[-1] for s, c in zip(batch_starts, mix_chunks, strict=True))
+            grow = end - base - out.shape[-1]
+            if grow > 0:
+                out = torch.nn.functional.pad(out, (0, grow))
+                weight_sum = torch.nn.functional.pad(weight_sum, (0, grow))
             for i, s in enumerate(batch_starts):
                 mix_chunk = mix_chunks[i]
                 n_model = model_chunks[i].shape[-1]
                 pieces = self._apply(mix_chunk, targets[i, :, :n_model], residuals[i, :, :n_model], rate)
                 w = _fade_weights(mix_chunk.shape[-1], fade, s == 0, s + chunk >= total)
-                out[..., s : s + mix_chunk.shape[-1]] += pieces * w
-                weight_sum[s : s + mix_chunk.shape[-1]] += w
+                out[..., s - base : s - base + mix_chunk.shape[-1]] += pieces * w
+                weight_sum[s - base : s - base + mix_chunk.shape[-1]] += w
+            following = first + cfg.batch_chunks
+            done = starts[following] if following < len(starts) else total
+            finished = out[..., : done - base] / weight_sum[: done - base].clamp(min=1e-8)
+            if done > shift:  # drop the delay's leading samples
+                skip = max(0, shift - base)
+                yield base + skip - shift, finished[..., skip:]
+            out, weight_sum = out[..., done - base :].clone(), weight_sum[done - base :].clone()
+            base = done
             if progress is not None:
-                progress(min(first + cfg.batch_chunks, len(starts)), len(starts))
-        out = out / weight_sum.clamp(min=1e-8)
-        return out[..., shift:]
+                progress(min(following, len(starts)), len(starts))
+
+    @torch.no_grad()
+    def separate_file(
+        self,
+        path: str | Path,
+        prompts: Sequence[Prompt] | Prompt | str,
+        folder: str | Path,
+        progress: Callable[[int, int], None] | None = None,
+        block_seconds: float = 60.0,
+    ) -> list[Path]:
+        """Separate an audio file straight to ``folder`` (``target.wav`` or ``target_<i>.wav``, and
+        ``residual.wav``) with memory that does not grow with the recording's length.
+
+        Files soundfile can read are streamed a block at a time; other inputs (video soundtracks)
+        are decoded whole first. Outputs appear only when complete (temporary files, then rename).
+        """
+        import os
+        import tempfile
+
+        import soundfile as sf
+
+        from encoders.audio_io import load_audio
+        from encoders.errors import AudioError
+
+        prompts = [Prompt(text=prompts)] if isinstance(prompts, str) else prompts
+        prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
+        if not prompts:
+            raise PromptError("give at least one prompt (text, image or video)")
+        path, folder = Path(path), Path(folder)
+        source = None
+        try:
+            source = sf.SoundFile(str(path))
+            rate, channels, length = source.samplerate, source.channels, source.frames
+        except (sf.LibsndfileError, RuntimeError, ValueError):
+            wav, rate = load_audio(path)  # raises a clear AudioError for unreadable input
+            channels, length = wav.shape
+        if length <= 0:
+            raise AudioError(f"{path}: zero-length audio (no samples)")
+        conditions = self.condition(prompts)
+        names = ["target.wav"] if len(prompts) == 1 else [f"target_{i}.wav" for i in range(1, len(prompts) + 1)]
+        names.append("residual.wav")
+        folder.mkdir(parents=True, exist_ok=True)
+        temps = []
+        for name in names:
+            handle, temp = tempfile.mkstemp(prefix=f".{Path(name).stem}.", suffix=".wav", dir=folder)
+            os.close(handle)
+            temps.append(temp)
+        cache = {"start": 0, "data": torch.zeros(channels, 0)}
+
+        def read(start: int, end: int) -> torch.Tensor:
+            if source is None:
+                return wav[:, start:end]
+            if not (cache["start"] <= start and end <= cache["start"] + cache["data"].shape[-1]):
+                block = max(end - start, round(block_seconds * rate))
+                source.seek(start)
+                data = source.read(min(block, length - start), dtype="float32", always_2d=True).T
+                if not np.isfinite(data).all():
+                    raise AudioError(f"{path}: audio contains NaN or Inf samples")
+                cache["start"], cache["data"] = start, torch.from_numpy(np.ascontiguousarray(data))
+            offset = start - cache["start"]
+            return cache["data"][:, offset : offset + end - start]
+
+        writers = [sf.SoundFile(t, "w", samplerate=rate, channels=channels, format="WAV", subtype="FLOAT") for t in temps]
+        try:
+            for start, targets in self.stream(read, length, rate, channels, prompts, conditions, progress=progress):
+                mixture = read(start, start + targets.shape[-1])
+                for writer, target in zip(writers, targets, strict=False):
+                    writer.write(target.T.numpy())
+                writers[-1].write((mixture - targets.sum(0)).T.numpy())
+            for writer in writers:
+                writer.close()
+            written = []
+            for temp, name in zip(temps, names, strict=True):
+                os.replace(temp, folder / name)
+                written.append(folder / name)
+        except BaseException:
+            for writer in writers:
+                writer.close()
+            for temp in temps:
+                Path(temp).unlink(missing_ok=True)
+            raise
+        finally:
+            if source is not None:
+                source.close()
+        if len(prompts) > 1:
+            import json
+
+            (folder / "prompts.json").write_text(
+                json.dumps([{"file": n, "prompt": p.describe()} for n, p in zip(names, prompts, strict=False)], indent=2)
+            )
+        return written

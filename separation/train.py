@@ -37,7 +37,7 @@ class TrainConfig:
     out: str = "runs/separator"
     objective: str = "regression"
     steps: int = 20000
-    minutes: float = 0.0  # stop after this many minutes when > 0
+    minutes: float = 0.0  # training-time budget over all resumes (ends the LR schedule and the run) when > 0
     batch: int = 16
     seconds: float = 4.0
     lr: float = 4e-4
@@ -244,14 +244,16 @@ def consistent_output_loss(
     return -si_sdr(output, target).clamp(min=-30).mean()
 
 
-def _save_checkpoint(out: Path, model: SeparatorModel, optimizer, step: int, cfg: TrainConfig, losses: list[float]) -> None:
+def _save_checkpoint(
+    out: Path, model: SeparatorModel, optimizer, step: int, cfg: TrainConfig, losses: list[float], minutes: float
+) -> None:
     ckpt = out / "checkpoint"
     ckpt.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(ckpt, dtype=torch.float32)
     tmp = ckpt / "optimizer.pt.tmp"
     torch.save(optimizer.state_dict(), tmp)
     tmp.replace(ckpt / "optimizer.pt")
-    (ckpt / "state.json").write_text(json.dumps({"step": step, "train": asdict(cfg), "losses": losses[-2000:]}))
+    (ckpt / "state.json").write_text(json.dumps({"step": step, "minutes": minutes, "train": asdict(cfg), "losses": losses[-2000:]}))
 
 
 def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
@@ -311,13 +313,20 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     if resume and (ckpt / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: float(min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / cfg.steps))))
-    )
-    for _ in range(step):
-        schedule.step()
     use_images = _visual_tower_trained(prompt_encoder)
     started = time.monotonic()
+    minutes_before = float(json.loads((ckpt / "state.json").read_text()).get("minutes", 0.0)) if step else 0.0
+
+    def minutes_trained() -> float:
+        return minutes_before + (time.monotonic() - started) / 60
+
+    def lr_at(step: int) -> float:
+        """Warm-up, then cosine to 5% over the steps or the time budget, whichever ends first."""
+        progress = step / cfg.steps
+        if cfg.minutes:
+            progress = max(progress, minutes_trained() / cfg.minutes)
+        warm = min(1.0, (step + 1) / cfg.warmup)
+        return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train separator ({cfg.objective})")
     while step < cfg.steps:
         examples = pool.batch(cfg.batch)
@@ -335,11 +344,12 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         if cfg.wave_weight > 0 and all(e.waves is not None for e in examples):
             waves = torch.stack([e.waves for e in examples]).float().to(device)
             loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, estimate, waves, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
         step += 1
         losses.append(loss.item())
         bar.update(1)
@@ -347,10 +357,10 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         if cfg.refresh_every and step % cfg.refresh_every == 0:
             pool.refresh(1)
         if step % cfg.save_every == 0:
-            _save_checkpoint(out, model, optimizer, step, cfg, losses)
-        if cfg.minutes and (time.monotonic() - started) > cfg.minutes * 60:
+            _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained())
+        if cfg.minutes and minutes_trained() > cfg.minutes:
             break
     bar.close()
-    _save_checkpoint(out, model, optimizer, step, cfg, losses)
+    _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained())
     model.eval().save_pretrained(out / "final")
     return out / "final"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from encoders.codec import Codec, CodecConfig
-from encoders.errors import PromptError, WeightsError
+from encoders.errors import PromptError, PromptsepError, WeightsError
 from separation.inference import InferenceConfig, Prompt, Separator, span_anchors
 from separation.masking import carry_masks, prompt_masks
 from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorConfig, SeparatorModel
@@ -245,3 +245,42 @@ def test_training_pool_reads_manifest_and_rephrases(tmp_path):
     assert cond.cond.shape == (8, EMBED) and cond.spans.shape == (8, 10)
     assert (cond.spans[:, :5] == SPAN_ON).all() and (cond.spans[:, 6:] == SPAN_OFF).all()
     assert len(cache.text) > 1  # several phrasings of "dog" were used
+
+
+@pytest.mark.parametrize("n_prompts", [1, 2])
+def test_separate_file_streams_the_same_output_as_in_memory(separator, tmp_path, n_prompts):
+    """Streaming a file in small blocks writes what ``separate`` returns, and target + residual == mixture."""
+    import soundfile as sf
+
+    torch.manual_seed(0)
+    rate = 22050
+    wav = 0.1 * torch.randn(2, int(rate * 7.3))
+    path = tmp_path / "mix.wav"
+    sf.write(path, wav.T.numpy(), rate, subtype="FLOAT")
+    prompts = [Prompt(text="dog barking"), Prompt(text="piano")][:n_prompts]
+    written = separator.separate_file(path, prompts, tmp_path / "out", block_seconds=1.0)
+    names = ["target.wav"] if n_prompts == 1 else ["target_1.wav", "target_2.wav"]
+    assert [p.name for p in written] == names + ["residual.wav"]
+    targets = torch.stack([torch.from_numpy(sf.read(tmp_path / "out" / n, dtype="float32")[0].T) for n in names])
+    residual = torch.from_numpy(sf.read(tmp_path / "out" / "residual.wav", dtype="float32")[0].T)
+    expected = separator.separate(wav, rate, prompts)
+    assert targets.shape == expected.targets.shape
+    torch.testing.assert_close(targets, expected.targets, atol=1e-5, rtol=0)
+    torch.testing.assert_close(targets.sum(0) + residual, wav, atol=1e-5, rtol=0)
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
+
+
+def test_candidate_shift_keeps_length_and_mixture_sum(separator):
+    wav = 0.1 * torch.randn(1, 16000 * 5)
+    result = separator.separate(wav, 16000, "dog barking", candidates=3)
+    assert result.candidates.shape == (1, 3, 1, wav.shape[-1])
+    assert not torch.allclose(result.candidates[0, 0], result.candidates[0, 1])
+    assert torch.allclose(result.targets.sum(0) + result.residual, wav, atol=1e-5)
+
+
+def test_separate_file_errors_leave_nothing_behind(separator, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF0000WAVEjunk")
+    with pytest.raises(PromptsepError, match="bad.wav"):
+        separator.separate_file(bad, "dog", tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
