@@ -292,3 +292,20 @@ def test_cli_roundtrip_keeps_rate_channels_and_length(tmp_path: Path):
     decoded, rate = soundfile.read(tmp_path / "dec" / "clip.wav")
     assert rate == 22050 and decoded.shape == stereo.shape
     assert main(["codec", "roundtrip", str(tmp_path / "missing.wav"), "--out", str(tmp_path), *common]) == 2
+
+
+def test_warm_start_copies_the_encoder_into_a_new_decoder_head():
+    from encoders.codec_train import warm_start
+
+    source = tiny_codec(decoder_head="waveform", decoder_rates=[10, 8, 4, 2])
+    target = tiny_codec(decoder_head="istft", decoder_rates=[4])
+    torch.manual_seed(5)
+    target = Codec(target.config)
+    head_before = target.state_dict()["decoder.model.3.weight_v"].clone()
+    copied = warm_start(target, source)
+    wanted = {k for k in source.state_dict() if k.startswith(("encoder.", "quantizer."))}
+    assert wanted <= set(copied)
+    torch.testing.assert_close(target.state_dict()["decoder.model.3.weight_v"], head_before)  # new head kept
+    wav = torch.randn(1, 1, 3200)
+    with torch.inference_mode():
+        torch.testing.assert_close(target.encode(wav), source.encode(wav))
