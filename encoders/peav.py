@@ -113,7 +113,7 @@ class TowerSizes:
     """Sizes of the embedded default's trained towers (the defaults are the shipped bundle's)."""
 
     audio_hidden: int = 128
-    audio_layers: int = 2
+    audio_layers: int = 4
     video_hidden: int = 128  # transformers' audio-visual fusion needs video_hidden == audio_hidden
     video_layers: int = 1
     fusion_hidden: int = 128

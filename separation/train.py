@@ -56,6 +56,8 @@ class TrainConfig:
     num_layers: int = 6
     latent_weight: float = 1.0
     wave_weight: float = 0.1  # weight of -SI-SDR (dB) of the mixture-consistent target; 0 turns it off
+    wave_items: int = 4  # examples per batch that get the waveform loss (decoding is the costly part)
+    wave_frames: int = 50  # latent frames (2 s) of each, at a random offset
     mask_fft: int = 512  # the STFT the inference masks are made on (InferenceConfig.n_fft / hop)
     mask_hop: int = 128
     mask_power: float = 1.0
@@ -342,8 +344,14 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             loss, estimate = regression_loss(model, mixture, sources, conditioning)
         loss = cfg.latent_weight * loss
         if cfg.wave_weight > 0 and all(e.waves is not None for e in examples):
-            waves = torch.stack([e.waves for e in examples]).float().to(device)
-            loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, estimate, waves, cfg)
+            items = min(cfg.wave_items, len(examples))
+            frames = min(cfg.wave_frames, estimate.shape[1])
+            offset = int(np_rng.integers(estimate.shape[1] - frames + 1))
+            hop = codec.hop_length
+            waves = torch.stack([e.waves for e in examples[:items]]).float().to(device)
+            waves = waves[..., offset * hop : (offset + frames) * hop]
+            crop = estimate[:items, offset : offset + frames]
+            loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, crop, waves, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         optimizer.zero_grad(set_to_none=True)
