@@ -25,11 +25,6 @@ def separator():
     return Separator.from_pretrained()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known shortfall: the CPU-trained default codec caps mask quality (codec-mask oracle ~3 dB) and the "
-    "separator (3121 CPU steps) does not yet improve on this example (measured -1.6 dB; +0.18 dB median on 40 test mixtures)",
-)
 def test_shipped_bundle_improves_si_sdr_on_the_bundled_example(separator):
     mixture, rate = load_audio(MIX)
     truth, _ = load_audio(TARGET)
