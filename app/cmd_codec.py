@@ -198,7 +198,7 @@ def register(commands, train_commands) -> None:
     train.add_argument("--steps", type=int, default=20000)
     train.add_argument("--batch", type=int, default=8)
     train.add_argument("--seconds", type=float, default=1.0, help="crop length")
-    train.add_argument("--lr", type=float, default=5e-4)
+    train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     train.add_argument(

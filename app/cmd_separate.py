@@ -52,7 +52,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--objective", choices=["regression", "flow"], default="regression")
     t.add_argument("--steps", type=int, default=20000)
     t.add_argument("--minutes", type=float, default=0.0, help="training-time budget in minutes over all resumes; sets the LR schedule (0: run all steps)")
-    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--batch", type=int, default=8)
     t.add_argument("--lr", type=float, default=4e-4)
     t.add_argument("--pool", type=int, default=2000, help="encoded mixtures kept in the streaming pool")
     t.add_argument("--refresh-every", type=int, default=2, help="draw one fresh on-the-fly mixture every N steps (0: never)")
@@ -63,7 +63,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--latent-weight", type=float, default=1.0, help="weight of the L1 loss on latents")
     t.add_argument(
-        "--wave-weight", type=float, default=0.1,
+        "--wave-weight", type=float, default=0.2,
         help="weight of -SI-SDR (dB) of the mixture-consistent output through the frozen decoder (0: off)",
     )
     t.add_argument("--codec", default="", help="codec folder (default: the bundle's codec)")

@@ -476,10 +476,14 @@ def category_centroids(embeddings: Tensor, cache: FeatureCache) -> Tensor:
     return F.normalize(sums, dim=-1)
 
 
-def _lr_factor(step: int, cfg: EncoderTrainConfig) -> float:
+def _lr_factor(step: int, cfg: EncoderTrainConfig, minutes: float = 0.0) -> float:
+    """Warm-up, then cosine to ``min_lr_ratio`` over the steps or the ``cfg.minutes`` budget,
+    whichever ends first (``minutes``: training time so far in this run)."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    if cfg.minutes > 0:
+        progress = max(progress, min(1.0, minutes / cfg.minutes))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -670,7 +674,7 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
     metrics_file = (out / METRICS_NAME).open("a")
     while step < cfg.steps:
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * _lr_factor(step, cfg)
+            group["lr"] = group["base_lr"] * _lr_factor(step, cfg, (time.monotonic() - started) / 60)
         losses = training_step(encoder, cache, sampler, cfg, text, rng, fuse=step % cfg.fusion_every == 0)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()

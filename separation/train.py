@@ -38,7 +38,7 @@ class TrainConfig:
     objective: str = "regression"
     steps: int = 20000
     minutes: float = 0.0  # training-time budget over all resumes (ends the LR schedule and the run) when > 0
-    batch: int = 16
+    batch: int = 8
     seconds: float = 4.0
     lr: float = 4e-4
     warmup: int = 200
@@ -55,7 +55,7 @@ class TrainConfig:
     hidden_dim: int = 256
     num_layers: int = 6
     latent_weight: float = 1.0
-    wave_weight: float = 0.1  # weight of -SI-SDR (dB) of the mixture-consistent target; 0 turns it off
+    wave_weight: float = 0.2  # weight of -SI-SDR (dB) of the mixture-consistent target; 0 turns it off
     wave_items: int = 4  # examples per batch that get the waveform loss (decoding is the costly part)
     wave_frames: int = 50  # latent frames (2 s) of each, at a random offset
     mask_fft: int = 512  # the STFT the inference masks are made on (InferenceConfig.n_fft / hop)
