@@ -16,6 +16,7 @@ masked mixture is scored against the true target. That trains exactly what the u
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -328,7 +329,8 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         if cfg.minutes:
             progress = max(progress, minutes_trained() / cfg.minutes)
         warm = min(1.0, (step + 1) / cfg.warmup)
-        return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
+        # a Python float: a numpy scalar in the optimizer state cannot be read back with weights_only
+        return float(cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))))
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train separator ({cfg.objective})")
     while step < cfg.steps:
         examples = pool.batch(cfg.batch)
