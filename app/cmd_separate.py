@@ -83,17 +83,13 @@ def _prompts(args) -> list:
 
 
 def _write(result, folder: Path) -> list[Path]:
+    from separation.inference import output_names, prompts_json
+
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    if len(result.prompts) == 1:
-        written.append(save_audio(folder / "target.wav", result.targets[0], result.sample_rate))
-    else:
-        for i, target in enumerate(result.targets, start=1):
-            written.append(save_audio(folder / f"target_{i}.wav", target, result.sample_rate))
-        (folder / "prompts.json").write_text(
-            json.dumps([{"file": f"target_{i}.wav", "prompt": p.describe()} for i, p in enumerate(result.prompts, 1)], indent=2)
-        )
-    written.append(save_audio(folder / "residual.wav", result.residual, result.sample_rate))
+    tracks = [*result.targets, result.residual]
+    written = [save_audio(folder / name, track, result.sample_rate) for name, track in zip(output_names(result.prompts), tracks, strict=True)]
+    if len(result.prompts) > 1:
+        (folder / "prompts.json").write_text(prompts_json(result.prompts))
     return written
 
 

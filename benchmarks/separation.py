@@ -82,13 +82,10 @@ def score(
 # ------------------------------------------------------------------------------------ systems
 def mask_settings() -> tuple[int, int, float]:
     """STFT size, hop and mask power of promptsep's mixture-consistent output (its inference defaults)."""
-    try:
-        from separation.inference import InferenceConfig
+    from separation.inference import InferenceConfig
 
-        cfg = InferenceConfig()
-        return cfg.n_fft, cfg.hop, cfg.mask_power
-    except ImportError:
-        return 512, 128, 2.0
+    cfg = InferenceConfig()
+    return cfg.n_fft, cfg.hop, cfg.mask_power
 
 
 def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, System]:

@@ -95,6 +95,29 @@ def span_anchors(spans: Sequence[tuple[float, float]] | None, start_s: float, fr
     return torch.where(on, torch.tensor(SPAN_ON), torch.tensor(SPAN_OFF))
 
 
+def as_prompts(prompts: Sequence[Prompt] | Prompt | str | None) -> list[Prompt]:
+    """A list of :class:`Prompt` from one prompt, a plain text or a list; refuses an empty one."""
+    prompts = [Prompt(text=prompts)] if isinstance(prompts, str) else prompts
+    prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts or [])
+    if not prompts:
+        raise PromptError("give at least one prompt (text, image or video)")
+    return prompts
+
+
+def output_names(prompts: Sequence[Prompt]) -> list[str]:
+    """File names of the separated tracks: ``target.wav`` (or ``target_<i>.wav`` per prompt), then ``residual.wav``."""
+    if len(prompts) == 1:
+        return ["target.wav", "residual.wav"]
+    return [f"target_{i}.wav" for i in range(1, len(prompts) + 1)] + ["residual.wav"]
+
+
+def prompts_json(prompts: Sequence[Prompt]) -> str:
+    """``prompts.json`` beside several targets: which file holds which prompt."""
+    import json
+
+    return json.dumps([{"file": n, "prompt": p.describe()} for n, p in zip(output_names(prompts)[:-1], prompts, strict=True)], indent=2)
+
+
 def _chunk_starts(length: int, chunk: int, step: int) -> list[int]:
     if length <= chunk:
         return [0]
@@ -271,10 +294,7 @@ class Separator:
             audio, sample_rate = load_audio(audio)
         if sample_rate is None:
             raise PromptError("separate() needs the sample rate of a waveform input")
-        prompts = [Prompt(text=prompts)] if isinstance(prompts, str) else prompts
-        prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts or [])
-        if not prompts:
-            raise PromptError("give at least one prompt (text, image or video)")
+        prompts = as_prompts(prompts)
         if candidates < 1:
             raise PromptError("candidates must be at least 1")
         wav = audio[None] if audio.dim() == 1 else audio
@@ -318,7 +338,7 @@ class Separator:
             return wav[:, start:end]
 
         out = torch.zeros(len(prompts), channels, length)
-        for start, targets in self.stream(read, length, rate, channels, prompts, conditions, seed, shift, progress):
+        for start, targets, _ in self.stream(read, length, rate, channels, prompts, conditions, seed, shift, progress):
             out[..., start : start + targets.shape[-1]] = targets
         return out
 
@@ -334,9 +354,11 @@ class Separator:
         shift: int = 0,
         progress: Callable[[int, int], None] | None = None,
     ):
-        """Separate a recording read piece by piece; yields finished ``(start, targets (P, C, n))`` in order.
+        """Separate a recording read piece by piece; yields finished
+        ``(start, targets (P, C, n), mixture (C, n))`` in order.
 
-        ``read(start, end)`` returns samples ``[start, end)`` of the mixture as ``(C, end - start)``.
+        ``read(start, end)`` returns samples ``[start, end)`` of the mixture as ``(C, end - start)``;
+        each sample is read once per chunk that covers it, and never again for the residual.
         Only a few chunks are held at a time, so memory does not grow with ``length``. ``shift``
         delays the chunk grid by that many samples (another candidate for the judge).
         """
@@ -349,6 +371,7 @@ class Separator:
         hop = self.codec.hop_length
         base = 0  # padded position of out[..., 0]
         out = torch.zeros(len(prompts), channels, 0)
+        mixture = torch.zeros(channels, 0)
         weight_sum = torch.zeros(0)
 
         def read_padded(start: int, end: int) -> torch.Tensor:
@@ -368,21 +391,25 @@ class Separator:
             grow = end - base - out.shape[-1]
             if grow > 0:
                 out = torch.nn.functional.pad(out, (0, grow))
+                mixture = torch.nn.functional.pad(mixture, (0, grow))
                 weight_sum = torch.nn.functional.pad(weight_sum, (0, grow))
             for i, s in enumerate(batch_starts):
                 mix_chunk = mix_chunks[i]
                 n_model = model_chunks[i].shape[-1]
                 pieces = self._apply(mix_chunk, targets[i, :, :n_model], residuals[i, :, :n_model], rate)
                 w = _fade_weights(mix_chunk.shape[-1], fade, s == 0, s + chunk >= total)
-                out[..., s - base : s - base + mix_chunk.shape[-1]] += pieces * w
-                weight_sum[s - base : s - base + mix_chunk.shape[-1]] += w
+                region = slice(s - base, s - base + mix_chunk.shape[-1])
+                out[..., region] += pieces * w
+                mixture[..., region] = mix_chunk
+                weight_sum[region] += w
             following = first + cfg.batch_chunks
             done = starts[following] if following < len(starts) else total
             finished = out[..., : done - base] / weight_sum[: done - base].clamp(min=1e-8)
             if done > shift:  # drop the delay's leading samples
                 skip = max(0, shift - base)
-                yield base + skip - shift, finished[..., skip:]
+                yield base + skip - shift, finished[..., skip:], mixture[..., skip : done - base]
             out, weight_sum = out[..., done - base :].clone(), weight_sum[done - base :].clone()
+            mixture = mixture[..., done - base :].clone()
             base = done
             if progress is not None:
                 progress(min(following, len(starts)), len(starts))
@@ -410,10 +437,7 @@ class Separator:
         from encoders.audio_io import load_audio
         from encoders.errors import AudioError
 
-        prompts = [Prompt(text=prompts)] if isinstance(prompts, str) else prompts
-        prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
-        if not prompts:
-            raise PromptError("give at least one prompt (text, image or video)")
+        prompts = as_prompts(prompts)
         path, folder = Path(path), Path(folder)
         source = None
         try:
@@ -425,34 +449,33 @@ class Separator:
         if length <= 0:
             raise AudioError(f"{path}: zero-length audio (no samples)")
         conditions = self.condition(prompts)
-        names = ["target.wav"] if len(prompts) == 1 else [f"target_{i}.wav" for i in range(1, len(prompts) + 1)]
-        names.append("residual.wav")
+        names = output_names(prompts)
         folder.mkdir(parents=True, exist_ok=True)
         temps = []
         for name in names:
             handle, temp = tempfile.mkstemp(prefix=f".{Path(name).stem}.", suffix=".wav", dir=folder)
             os.close(handle)
             temps.append(temp)
-        cache = {"start": 0, "data": torch.zeros(channels, 0)}
+        block_start, block = 0, torch.zeros(channels, 0)
 
         def read(start: int, end: int) -> torch.Tensor:
+            """Samples ``[start, end)``, from a block of ``block_seconds`` read ahead from the file."""
+            nonlocal block_start, block
             if source is None:
                 return wav[:, start:end]
-            if not (cache["start"] <= start and end <= cache["start"] + cache["data"].shape[-1]):
-                block = max(end - start, round(block_seconds * rate))
+            if not (block_start <= start and end <= block_start + block.shape[-1]):
                 source.seek(start)
-                data = source.read(min(block, length - start), dtype="float32", always_2d=True).T
+                size = min(max(end - start, round(block_seconds * rate)), length - start)
+                data = source.read(size, dtype="float32", always_2d=True).T
                 if not np.isfinite(data).all():
                     raise AudioError(f"{path}: audio contains NaN or Inf samples")
-                cache["start"], cache["data"] = start, torch.from_numpy(np.ascontiguousarray(data))
-            offset = start - cache["start"]
-            return cache["data"][:, offset : offset + end - start]
+                block_start, block = start, torch.from_numpy(np.ascontiguousarray(data))
+            return block[:, start - block_start : end - block_start]
 
         writers = [sf.SoundFile(t, "w", samplerate=rate, channels=channels, format="WAV", subtype="FLOAT") for t in temps]
         try:
-            for start, targets in self.stream(read, length, rate, channels, prompts, conditions, progress=progress):
-                mixture = read(start, start + targets.shape[-1])
-                for writer, target in zip(writers, targets, strict=False):
+            for _, targets, mixture in self.stream(read, length, rate, channels, prompts, conditions, progress=progress):
+                for writer, target in zip(writers[:-1], targets, strict=True):
                     writer.write(target.T.numpy())
                 writers[-1].write((mixture - targets.sum(0)).T.numpy())
             for writer in writers:
@@ -471,9 +494,5 @@ class Separator:
             if source is not None:
                 source.close()
         if len(prompts) > 1:
-            import json
-
-            (folder / "prompts.json").write_text(
-                json.dumps([{"file": n, "prompt": p.describe()} for n, p in zip(names, prompts, strict=False)], indent=2)
-            )
+            (folder / "prompts.json").write_text(prompts_json(prompts))
         return written

@@ -59,9 +59,6 @@ class TrainConfig:
     wave_weight: float = 0.2  # weight of -SI-SDR (dB) of the mixture-consistent target; 0 turns it off
     wave_items: int = 4  # examples per batch that get the waveform loss (decoding is the costly part)
     wave_frames: int = 50  # latent frames (2 s) of each, at a random offset
-    mask_fft: int = 512  # the STFT the inference masks are made on (InferenceConfig.n_fft / hop)
-    mask_hop: int = 128
-    mask_power: float = 1.0
     codec: str = ""  # codec folder; empty: the default bundle's
     pool_cache: str = ""  # file keeping the encoded initial pool, shared between runs with the same codec
 
@@ -225,25 +222,25 @@ def _conditioning(
     )
 
 
-def consistent_output_loss(
-    model: SeparatorModel, codec, estimate: torch.Tensor, waves: torch.Tensor, cfg: TrainConfig
-) -> torch.Tensor:
-    """Mean negative SI-SDR (dB) of the mixture-consistent target built from predicted latents.
+def consistent_output_loss(model: SeparatorModel, codec, estimate: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
+    """Mean negative SI-SDR (dB) of the mixture-consistent target built from predicted latents,
+    with the mask settings inference uses (:class:`~separation.inference.InferenceConfig`).
 
     Shape:
         estimate ``(B, T, 2D)`` normalised [target | residual] latents; waves ``(B, 2, N)`` mixture and
         true target at the codec rate -> scalar.
     """
-    from separation.masking import istft, prompt_masks, stft
+    from separation.inference import InferenceConfig
+    from separation.masking import ratio_mask_separate
     from separation.metrics import si_sdr
 
+    mask = InferenceConfig()
     latents = torch.cat([model.denormalize(part) for part in estimate.chunk(2, -1)])  # (2B, T, D)
-    decoded = codec.decode_train(rearrange(latents, "b t d -> b d t"))[:, 0]  # (2B, T * hop)
+    decoded = codec.decode(rearrange(latents, "b t d -> b d t"))[:, 0]  # (2B, T * hop), graph kept
     batch, length = waves.shape[0], min(decoded.shape[-1], waves.shape[-1])
     target_est, residual_est = decoded[:batch, :length], decoded[batch:, :length]
     mixture, target = waves[:, 0, :length], waves[:, 1, :length]
-    masks = prompt_masks(target_est[None], residual_est[None], cfg.mask_fft, cfg.mask_hop, cfg.mask_power)[0]
-    output = istft(stft(mixture, cfg.mask_fft, cfg.mask_hop) * masks, cfg.mask_fft, cfg.mask_hop, length)
+    output, _ = ratio_mask_separate(mixture, target_est, residual_est, mask.n_fft, mask.hop, mask.mask_power)
     return -si_sdr(output, target).clamp(min=-30).mean()
 
 
@@ -292,11 +289,12 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             torch.save([asdict(item) for item in pool.items], cache_file)
 
     ckpt = out / "checkpoint"
-    step, losses = 0, []
+    step, losses, minutes_before = 0, [], 0.0
     if resume and (ckpt / "state.json").exists():
         model = SeparatorModel.from_pretrained(ckpt).train()
         state = json.loads((ckpt / "state.json").read_text())
         step, losses = state["step"], state.get("losses", [])
+        minutes_before = float(state.get("minutes", 0.0))
     else:
         model = SeparatorModel(
             SeparatorConfig(
@@ -318,7 +316,6 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     use_images = _visual_tower_trained(prompt_encoder)
     started = time.monotonic()
-    minutes_before = float(json.loads((ckpt / "state.json").read_text()).get("minutes", 0.0)) if step else 0.0
 
     def minutes_trained() -> float:
         return minutes_before + (time.monotonic() - started) / 60
@@ -353,7 +350,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             waves = torch.stack([e.waves for e in examples[:items]]).float().to(device)
             waves = waves[..., offset * hop : (offset + frames) * hop]
             crop = estimate[:items, offset : offset + frames]
-            loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, crop, waves, cfg)
+            loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, crop, waves)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         optimizer.zero_grad(set_to_none=True)
