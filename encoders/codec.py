@@ -168,8 +168,8 @@ class SpectralDecoder(nn.Module):
             dim = out_dim
         layers += [Snake1d(dim), WNConv1d(dim, n_fft + 2, kernel_size=7, padding=3)]
         self.model = nn.Sequential(*layers)
-        self.n_fft, self.hop = n_fft, hop
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.hop = hop
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)  # its length is n_fft
 
     def forward(self, x: Tensor) -> Tensor:
         """Decoder features ``(B, F, T)`` -> waveform ``(B, 1, T * prod(rates) * hop)``."""
@@ -351,13 +351,6 @@ class Codec(nn.Module):
         if wav.shape[-1] < target:
             wav = F.pad(wav, (0, target - wav.shape[-1]))
         return wav[..., :target]
-
-    def decode_train(self, latents: Tensor) -> Tensor:
-        """Unchunked decode that keeps the autograd graph (for losses through the frozen decoder).
-
-        Shape: ``(B, D, T)`` -> ``(B, 1, T * hop)``.
-        """
-        return self._decode_full(latents)
 
     def decode(self, latents: Tensor, length: int | None = None) -> Tensor:
         """Latents ``(B, D, T)`` -> waveform ``(B, 1, N)``; ``N = length`` if given, else ``T * hop``.

@@ -331,9 +331,9 @@ def warm_start(codec: Codec, source: Codec) -> list[str]:
     A new decoder head can so start from a trained encoder and bottleneck.
     """
     own = codec.state_dict()
-    copied = [k for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape]
-    codec.load_state_dict({k: source.state_dict()[k] for k in copied}, strict=False)
-    return copied
+    matching = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    codec.load_state_dict(matching, strict=False)
+    return list(matching)
 
 
 # ---------------------------------------------------------------------- checkpoints
