@@ -57,6 +57,11 @@ def register(commands, train_commands) -> None:
     t.add_argument("--pool", type=int, default=2000, help="encoded mixtures kept in the streaming pool")
     t.add_argument("--refresh-every", type=int, default=2, help="draw one fresh on-the-fly mixture every N steps (0: never)")
     t.add_argument("--pool-cache", default="", help="file to keep the encoded initial pool in (reused by later runs with the same codec)")
+    t.add_argument(
+        "--pool-feed", default="",
+        help="folder of encoded mixture shards written beside training by 'promptsep train separator-pool'; new shards join the pool as they appear",
+    )
+    t.add_argument("--feed-every", type=int, default=20, help="steps between looks into --pool-feed")
     t.add_argument("--threads", type=int, default=2, help="CPU threads")
     t.add_argument("--hidden-dim", type=int, default=256)
     t.add_argument("--num-layers", type=int, default=6)
@@ -70,6 +75,23 @@ def register(commands, train_commands) -> None:
     t.add_argument("--device", default="cpu")
     t.add_argument("--resume", action="store_true")
     t.set_defaults(func=run_train)
+
+    f = train_commands.add_parser(
+        "separator-pool", help="encode fresh training mixtures for a separator run, in another process",
+        description="Draw augmented training mixtures, encode them with the frozen codec and write them as shard "
+        "files into OUT, where 'promptsep train separator --pool-feed OUT' picks them up. Run it beside training "
+        "(e.g. one CPU thread each) so the separator sees new mixtures without spending its own time encoding.",
+    )
+    f.add_argument("--data", default="data", help="data-engine folder (promptsep data build)")
+    f.add_argument("--out", required=True, type=Path, help="shard folder")
+    f.add_argument("--codec", default="", help="codec folder (default: the bundle's codec); must be the training run's codec")
+    f.add_argument("--shards", type=int, default=0, help="stop after this many shards (0: no limit)")
+    f.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)")
+    f.add_argument("--shard-size", type=int, default=16, help="mixtures per shard")
+    f.add_argument("--seed", type=int, default=1, help="random seed (also names the shards; use one per producer)")
+    f.add_argument("--threads", type=int, default=1, help="CPU threads")
+    f.add_argument("--device", default="cpu")
+    f.set_defaults(func=run_pool)
 
 
 def _prompts(args) -> list:
@@ -178,6 +200,20 @@ def _report_reference(reference: Path, mixture, rate: int, target) -> None:
     print(f"SI-SDR vs {reference.name}: mixture {before:.2f} dB -> target {after:.2f} dB (SI-SDRi {after - before:+.2f} dB)")
 
 
+def run_pool(args) -> int:
+    from encoders.errors import PromptsepError
+    from separation.train import write_pool_shards
+
+    if not args.shards and not args.minutes:
+        raise PromptsepError("train separator-pool needs --shards N or --minutes M (it would otherwise run forever)")
+    count = write_pool_shards(
+        args.data, args.out, args.codec, shard_size=args.shard_size, shards=args.shards, minutes=args.minutes,
+        seed=args.seed, threads=args.threads, device=args.device,
+    )
+    print(f"{count} shards of {args.shard_size} mixtures written to {args.out}")
+    return 0
+
+
 def run_train(args) -> int:
     from separation.train import TrainConfig, train_separator
 
@@ -185,7 +221,7 @@ def run_train(args) -> int:
         data=args.data, out=args.out, objective=args.objective, steps=args.steps, minutes=args.minutes,
         batch=args.batch, lr=args.lr, pool=args.pool, refresh_every=args.refresh_every, pool_cache=args.pool_cache, threads=args.threads, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
         seed=args.seed, device=args.device, codec=args.codec, wave_weight=args.wave_weight,
-        latent_weight=args.latent_weight,
+        latent_weight=args.latent_weight, pool_feed=args.pool_feed, feed_every=args.feed_every,
     )
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")

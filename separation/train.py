@@ -4,7 +4,9 @@ The pool starts from the data engine's fixed training mixtures (``DIR/train.json
 and is then refreshed with mixtures drawn on the fly by ``dataengine.mixing.MixtureSampler`` (new
 combinations and augmentation at every draw). Codec latents are computed once per pooled mixture
 with the frozen codec, so CPU training spends its time in the separator rather than re-encoding
-audio. Every time an example is used its prompt is re-phrased (a new paraphrase of its category),
+audio. Fresh mixtures can also be encoded by another process (:func:`write_pool_shards`, ``promptsep
+train separator-pool``) into a folder the trainer reads as shards appear (``pool_feed``), so the pool
+turns over quickly without the trainer encoding anything. Every time an example is used its prompt is re-phrased (a new paraphrase of its category),
 so the model never learns one wording per category.
 
 The loss is an L1 on the normalised [target | residual] latents plus (``wave_weight``) the negative
@@ -61,6 +63,8 @@ class TrainConfig:
     wave_frames: int = 50  # latent frames (2 s) of each, at a random offset
     codec: str = ""  # codec folder; empty: the default bundle's
     pool_cache: str = ""  # file keeping the encoded initial pool, shared between runs with the same codec
+    pool_feed: str = ""  # folder of encoded shards written by write_pool_shards (another process); read as they appear
+    feed_every: int = 20  # steps between looks into pool_feed
 
 
 @dataclass
@@ -180,6 +184,70 @@ class LatentPool:
     def batch(self, size: int) -> list[_Example]:
         return [self.items[int(i)] for i in self.rng.integers(0, len(self.items), size)]
 
+    def add(self, examples: list[_Example], limit: int) -> None:
+        """Grow the pool up to ``limit`` items, then replace random ones."""
+        for example in examples:
+            if len(self.items) < limit:
+                self.items.append(example)
+            else:
+                self.items[int(self.rng.integers(len(self.items)))] = example
+
+
+SHARD_GLOB = "shard-*.pt"
+
+
+class PoolFeed:
+    """Reads the encoded shards another process writes into a folder, each one once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.seen: set[str] = set()
+
+    def new_examples(self) -> list[_Example]:
+        examples = []
+        for path in sorted(self.folder.glob(SHARD_GLOB)):
+            if path.name in self.seen:
+                continue
+            self.seen.add(path.name)
+            examples += [_Example(**item) for item in torch.load(path, weights_only=True)]
+        return examples
+
+
+def write_pool_shards(
+    data: str, out: Path, codec_dir: str = "", shard_size: int = 16, shards: int = 0, minutes: float = 0.0,
+    seed: int = 1, seconds: float = 4.0, threads: int = 1, device: str = "cpu",
+) -> int:
+    """Encode fresh augmented training mixtures into ``out/shard-<seed>-<n>.pt`` files for a separator run's
+    ``pool_feed``, so that drawing and encoding mixtures runs beside training instead of inside it.
+
+    Stops after ``shards`` shards or ``minutes`` minutes (whichever is set and comes first). Each shard is
+    written to a temporary name and renamed, so a reader never sees half a file. Returns the shard count.
+    """
+    from dataengine.mixing import MixtureSampler
+    from encoders.codec import Codec, load_default_codec
+
+    if not shards and not minutes:
+        raise ValueError("write_pool_shards needs a shard count or a time budget")
+    torch.set_num_threads(threads)
+    codec = (Codec.from_pretrained(codec_dir) if codec_dir else load_default_codec()).to(torch.device(device)).eval()
+    rng = np.random.default_rng(seed)
+    sampler = MixtureSampler(data, split="train", seed=seed, seconds=seconds, rate=codec.sample_rate, augment=True)
+    pool = LatentPool(sampler, codec, [], 0, rng, torch.device(device))
+    out.mkdir(parents=True, exist_ok=True)
+    started, written = time.monotonic(), 0
+    with tqdm(total=shards or None, desc="encoding pool shards", unit="shard") as bar:
+        while not shards or written < shards:
+            if minutes and (time.monotonic() - started) / 60 > minutes:
+                break
+            examples = pool._encode([sampler.sample(rng) for _ in range(shard_size)])
+            path = out / f"shard-{seed}-{written:05d}.pt"
+            tmp = path.with_suffix(".tmp")
+            torch.save([asdict(e) for e in examples], tmp)
+            tmp.replace(path)
+            written += 1
+            bar.update(1)
+    return written
+
 
 def _latent_stats(pool: LatentPool) -> tuple[torch.Tensor, torch.Tensor]:
     stacked = torch.cat([torch.cat([e.mixture, *e.sources.chunk(2, -1)]) for e in pool.items[:512]])
@@ -244,6 +312,17 @@ def consistent_output_loss(model: SeparatorModel, codec, estimate: torch.Tensor,
     return -si_sdr(output, target).clamp(min=-30).mean()
 
 
+def learning_rate(cfg: TrainConfig, step: int, minutes: float) -> float:
+    """Warm-up, then cosine to 5% over the steps or the time budget (``minutes`` trained so far, over all
+    resumes), whichever ends first."""
+    progress = step / cfg.steps
+    if cfg.minutes:
+        progress = max(progress, minutes / cfg.minutes)
+    warm = min(1.0, (step + 1) / cfg.warmup)
+    # a Python float: a numpy scalar in the optimizer state cannot be read back with weights_only
+    return float(cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))))
+
+
 def _save_checkpoint(
     out: Path, model: SeparatorModel, optimizer, step: int, cfg: TrainConfig, losses: list[float], minutes: float
 ) -> None:
@@ -288,6 +367,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         if cache_file is not None:
             torch.save([asdict(item) for item in pool.items], cache_file)
 
+    feed = PoolFeed(Path(cfg.pool_feed)) if cfg.pool_feed else None
     ckpt = out / "checkpoint"
     step, losses, minutes_before = 0, [], 0.0
     if resume and (ckpt / "state.json").exists():
@@ -320,14 +400,6 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     def minutes_trained() -> float:
         return minutes_before + (time.monotonic() - started) / 60
 
-    def lr_at(step: int) -> float:
-        """Warm-up, then cosine to 5% over the steps or the time budget, whichever ends first."""
-        progress = step / cfg.steps
-        if cfg.minutes:
-            progress = max(progress, minutes_trained() / cfg.minutes)
-        warm = min(1.0, (step + 1) / cfg.warmup)
-        # a Python float: a numpy scalar in the optimizer state cannot be read back with weights_only
-        return float(cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))))
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train separator ({cfg.objective})")
     while step < cfg.steps:
         examples = pool.batch(cfg.batch)
@@ -352,7 +424,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             crop = estimate[:items, offset : offset + frames]
             loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, crop, waves)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = learning_rate(cfg, step, minutes_trained())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -363,6 +435,8 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if cfg.refresh_every and step % cfg.refresh_every == 0:
             pool.refresh(1)
+        if feed is not None and step % cfg.feed_every == 0:
+            pool.add(feed.new_examples(), cfg.pool)
         if step % cfg.save_every == 0:
             _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained())
         if cfg.minutes and minutes_trained() > cfg.minutes:

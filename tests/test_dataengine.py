@@ -255,6 +255,36 @@ def test_mixture_sampler_on_the_fly(built):
     np.testing.assert_array_equal(first.mixture, second.mixture)
 
 
+def test_pool_shards_feed_a_training_pool(built, tmp_path):
+    """Shards written by the pool producer hold encoded fresh mixtures; the trainer's feed reads each once."""
+    import torch
+
+    from encoders.codec import Codec, CodecConfig
+    from separation.train import LatentPool, PoolFeed, write_pool_shards
+
+    out, _ = built
+    torch.manual_seed(0)
+    codec = Codec(CodecConfig(encoder_dim=4, latent_dim=8, decoder_dim=16)).eval()
+    codec.save_pretrained(tmp_path / "codec")
+    with pytest.raises(ValueError, match="shard count or a time budget"):
+        write_pool_shards(str(out), tmp_path / "feed", str(tmp_path / "codec"))
+    written = write_pool_shards(str(out), tmp_path / "feed", str(tmp_path / "codec"), shard_size=3, shards=2, seconds=1.0)
+    assert written == 2 and sorted(p.name for p in (tmp_path / "feed").iterdir()) == ["shard-1-00000.pt", "shard-1-00001.pt"]
+    feed = PoolFeed(tmp_path / "feed")
+    examples = feed.new_examples()
+    assert len(examples) == 6 and feed.new_examples() == []
+    first = examples[0]
+    assert first.mixture.shape == (25, 8) and first.sources.shape == (25, 16) and first.waves.shape == (2, 16000)
+    with torch.no_grad():
+        again = codec.encode(first.waves[:1].float()[None])[0].T  # the stored latents are the mixture's encoding
+    torch.testing.assert_close(again, first.mixture, atol=2e-3, rtol=1e-2)
+    pool = LatentPool(sampler=None, codec=codec, initial=[], size=0, rng=np.random.default_rng(0), device=torch.device("cpu"))
+    pool.add(examples[:3], limit=4)
+    assert len(pool.items) == 3
+    pool.add(examples[3:], limit=4)
+    assert len(pool.items) == 4 and sum(e is ex for e in pool.items for ex in examples[3:]) >= 1
+
+
 def test_augmentations_keep_length_and_level():
     rng = np.random.default_rng(0)
     wav = _tone(7, seconds=1.0, rate=16_000)

@@ -283,3 +283,26 @@ def test_separate_file_errors_leave_nothing_behind(separator, tmp_path):
     with pytest.raises(PromptsepError, match="bad.wav"):
         separator.separate_file(bad, "dog", tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_learning_rate_schedule_is_a_python_float_readable_on_resume(tmp_path):
+    """Warm-up, cosine over the time budget across resumes, a plain float the optimizer state can be reloaded with."""
+    import numpy as np
+
+    from separation.train import TrainConfig, learning_rate
+
+    cfg = TrainConfig(lr=1e-3, warmup=10, steps=1000, minutes=60.0)
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 9, 0.0) == pytest.approx(1e-3, rel=1e-3)
+    assert learning_rate(cfg, 20, 30.0) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))  # half the time budget
+    assert learning_rate(cfg, 20, 90.0) == pytest.approx(5e-5)  # budget spent: the floor
+    cfg_np = TrainConfig(lr=np.float64(1e-3), warmup=10, steps=1000)
+    rate = learning_rate(cfg_np, 500, 0.0)
+    assert type(rate) is float
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=rate)
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
+    state = torch.load(tmp_path / "optimizer.pt", weights_only=True)
+    assert state["param_groups"][0]["lr"] == pytest.approx(rate)
