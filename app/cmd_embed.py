@@ -55,7 +55,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--data", default="data", help="data-engine folder (promptsep data build)")
     t.add_argument("--out", default="runs/peav", help="run folder (feature cache, checkpoint, metrics, bundle)")
     t.add_argument("--steps", type=int, default=1500)
-    t.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: run all steps)")
+    t.add_argument("--minutes", type=float, default=0.0, help="training-time budget in minutes over all resumes; sets the LR schedule and ends the run (0: run all steps)")
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--codec", type=Path, default=None, help="codec folder (default: the embedded codec)")

@@ -7,7 +7,8 @@ Per category group (speech, music, events, ...) of the manifest's targets:
   comparable to DAC's published 0.93 at 8 kbps);
 - the codec-mask oracle: a ratio mask from ``|STFT(decode(encode(target)))|`` and
   ``|STFT(decode(encode(residual)))|`` applied to the mixture STFT, SI-SDRi against the true target,
-  beside the ideal-ratio-mask oracle (true target and residual magnitudes).
+  beside the ideal-ratio-mask oracle (true target and residual magnitudes); both use the STFT settings
+  of the separator's mixture-consistent output (``benchmarks.common.mask_settings``).
 Speed and memory on synthetic signals, 2 CPU threads, each length in a fresh process: encode+decode
 real-time factor and RSS growth for 10 s, 10 min and (with ``--long``) 60 min.
 """
@@ -26,6 +27,7 @@ import torch
 from benchmarks.common import (
     DEFAULT_MANIFEST,
     markdown_table,
+    mask_settings,
     peak_rss_mb,
     read_manifest,
     run_json_subprocess,
@@ -34,9 +36,6 @@ from benchmarks.common import (
 )
 
 warnings.filterwarnings("ignore", message=".*weight_norm.*")
-
-MASK_FFT, MASK_HOP = 1024, 256
-
 
 def _load_codec(path: str | None):
     from app.cmd_codec import load_codec
@@ -86,8 +85,8 @@ def evaluate_manifest(codec, rows: list[dict]) -> dict:
             mix, tgt, res, rec = mixture[..., :n], target[..., :n], residual[..., :n], recon[..., :n]
             with torch.inference_mode():
                 res_rec = codec.decode(codec.encode(res[None]), length=n)[0]
-            codec_t, _ = ratio_mask_separate(mix, rec, res_rec, MASK_FFT, MASK_HOP)
-            ideal_t, _ = ratio_mask_separate(mix, tgt, res, MASK_FFT, MASK_HOP)
+            codec_t, _ = ratio_mask_separate(mix, rec, res_rec, *mask_settings())
+            ideal_t, _ = ratio_mask_separate(mix, tgt, res, *mask_settings())
             stats["codec_mask_si_sdri"].append(float(si_sdri(codec_t, tgt, mix)))
             stats["irm_si_sdri"].append(float(si_sdri(ideal_t, tgt, mix)))
             stats["mixture_si_sdr"].append(float(si_sdr(mix, tgt)))

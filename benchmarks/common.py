@@ -18,6 +18,15 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+
+def mask_settings() -> tuple[int, int, float]:
+    """STFT size, hop and mask power of promptsep's mixture-consistent output (its inference defaults)."""
+    from separation.inference import InferenceConfig
+
+    cfg = InferenceConfig()
+    return cfg.n_fft, cfg.hop, cfg.mask_power
+
+
 PATH_KEYS = ("audio", "image", "video", "target", "residual")
 DEFAULT_MANIFEST = Path("data") / "test.jsonl"
 

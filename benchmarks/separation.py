@@ -10,8 +10,8 @@ SDR/SIR/SAR for
 - ``codec_oracle``: ``decode(encode(target))`` with the default codec (the ceiling of plain decoding);
 - ``codec_oracle_mask``: the decoded true target and residual turned into a ratio mask on the
   mixture (promptsep's mixture-consistent output; its ceiling with this codec);
-- ``oracle_irm``: the ideal ratio mask ``|T| / (|T| + |R|)`` on the mixture STFT
-  (``separation.masking.ideal_ratio_mask_separate``);
+- ``oracle_irm``: the ideal ratio mask ``|T| / (|T| + |R|)`` on the mixture STFT, with the same STFT
+  settings as the mixture-consistent output (``benchmarks.common.mask_settings``);
 - ``promptsep_text`` / ``promptsep_visual``: the shipped separator with the line's text prompt or
   its picture (``image``);
 - ``convtasnet`` (oracle choice of its two outputs) and ``lass`` (text-conditioned mask net), the
@@ -39,6 +39,7 @@ from tqdm import tqdm
 from benchmarks.common import (
     DEFAULT_MANIFEST,
     markdown_table,
+    mask_settings,
     peak_rss_mb,
     read_manifest,
     run_json_subprocess,
@@ -46,7 +47,7 @@ from benchmarks.common import (
     write_json,
 )
 from encoders.audio_io import load_audio
-from separation.masking import ideal_ratio_mask_separate, ratio_mask_separate
+from separation.masking import ratio_mask_separate
 from separation.metrics import bss_eval, si_sdri
 
 SAMPLE_RATE = 16000
@@ -80,19 +81,11 @@ def score(
 
 
 # ------------------------------------------------------------------------------------ systems
-def mask_settings() -> tuple[int, int, float]:
-    """STFT size, hop and mask power of promptsep's mixture-consistent output (its inference defaults)."""
-    from separation.inference import InferenceConfig
-
-    cfg = InferenceConfig()
-    return cfg.n_fft, cfg.hop, cfg.mask_power
-
-
 def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, System]:
     """Every system that can run here; what cannot is named in ``notes``."""
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
-        "oracle_irm": lambda row, a: ideal_ratio_mask_separate(a["mixture"], a["target"], a["residual"]),
+        "oracle_irm": lambda row, a: ratio_mask_separate(a["mixture"], a["target"], a["residual"], *mask_settings()),
     }
     try:
         from encoders.codec import load_default_codec

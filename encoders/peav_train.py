@@ -478,7 +478,7 @@ def category_centroids(embeddings: Tensor, cache: FeatureCache) -> Tensor:
 
 def _lr_factor(step: int, cfg: EncoderTrainConfig, minutes: float = 0.0) -> float:
     """Warm-up, then cosine to ``min_lr_ratio`` over the steps or the ``cfg.minutes`` budget,
-    whichever ends first (``minutes``: training time so far in this run)."""
+    whichever ends first (``minutes``: training time so far, over all resumes)."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
@@ -582,7 +582,9 @@ def training_step(
     return losses
 
 
-def _save_checkpoint(out: Path, encoder: PromptEncoder, optimizer, step: int, rng, cfg: EncoderTrainConfig) -> None:
+def _save_checkpoint(
+    out: Path, encoder: PromptEncoder, optimizer, step: int, rng, cfg: EncoderTrainConfig, minutes: float
+) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in encoder.trainable_state_dict().items()},
         "optimizer": optimizer.state_dict(),
@@ -591,7 +593,7 @@ def _save_checkpoint(out: Path, encoder: PromptEncoder, optimizer, step: int, rn
     tmp = out / (CHECKPOINT_NAME + ".tmp")
     torch.save(state, tmp)
     tmp.replace(out / CHECKPOINT_NAME)
-    meta = {"step": step, "numpy_rng": rng.bit_generator.state, "config": asdict(cfg)}
+    meta = {"step": step, "minutes": minutes, "numpy_rng": rng.bit_generator.state, "config": asdict(cfg)}
     (out / STATE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -634,7 +636,7 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
         cache.save(cache_file)
 
     rng = np.random.default_rng(cfg.seed)
-    step = 0
+    step, minutes_before = 0, 0.0
     encoder.to(device).train()
     named = [(n, p) for n, p in encoder.model.named_parameters() if p.requires_grad]
     parameters = [p for _, p in named]
@@ -654,6 +656,7 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
         torch.set_rng_state(checkpoint["torch_rng"])
         meta = json.loads((out / STATE_NAME).read_text())
         step = int(meta["step"])
+        minutes_before = float(meta.get("minutes", 0.0))
         rng.bit_generator.state = meta["numpy_rng"]
     elif resume:
         raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
@@ -670,11 +673,15 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
     eval_split = "val" if "val" in cache.clip_splits else "test"
     encoder.config.visual_trained = bool(cache.images.shape[0] > 0)
     started = time.monotonic()
+
+    def minutes_trained() -> float:
+        return minutes_before + (time.monotonic() - started) / 60
+
     bar = tqdm(total=cfg.steps, initial=step, desc="train encoders")
     metrics_file = (out / METRICS_NAME).open("a")
     while step < cfg.steps:
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * _lr_factor(step, cfg, (time.monotonic() - started) / 60)
+            group["lr"] = group["base_lr"] * _lr_factor(step, cfg, minutes_trained())
         losses = training_step(encoder, cache, sampler, cfg, text, rng, fuse=step % cfg.fusion_every == 0)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -683,7 +690,7 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
         step += 1
         bar.update(1)
         bar.set_postfix({k: f"{v.item():.2f}" for k, v in losses.items() if k in ("total", "audio_text", "visual_category")})
-        out_of_time = cfg.minutes > 0 and time.monotonic() - started > cfg.minutes * 60
+        out_of_time = cfg.minutes > 0 and minutes_trained() > cfg.minutes
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             metrics = evaluate(encoder, cache, eval_split)
             metrics.update({"step": step, "split": eval_split, **{k: round(v.item(), 4) for k, v in losses.items()}})
@@ -691,7 +698,7 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
             metrics_file.flush()
             bar.write(json.dumps(metrics))
         if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
-            _save_checkpoint(out, encoder, optimizer, step, rng, cfg)
+            _save_checkpoint(out, encoder, optimizer, step, rng, cfg, minutes_trained())
         if out_of_time:
             break
     bar.close()

@@ -84,9 +84,3 @@ def ratio_mask_separate(
     target = istft(stft(mixture, n_fft, hop) * mask, n_fft, hop, mixture.shape[-1])
     return target, mixture - target
 
-
-def ideal_ratio_mask_separate(
-    mixture: Tensor, target: Tensor, residual: Tensor, n_fft: int = 1024, hop: int = 256
-) -> tuple[Tensor, Tensor]:
-    """Oracle: :func:`ratio_mask_separate` with the true target and residual. Shapes as there."""
-    return ratio_mask_separate(mixture, target, residual, n_fft, hop)
