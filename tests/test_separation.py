@@ -306,3 +306,19 @@ def test_learning_rate_schedule_is_a_python_float_readable_on_resume(tmp_path):
     torch.save(optimizer.state_dict(), tmp_path / "optimizer.pt")
     state = torch.load(tmp_path / "optimizer.pt", weights_only=True)
     assert state["param_groups"][0]["lr"] == pytest.approx(rate)
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_quiet_and_loud_recordings_separate_alike(plain):
+    """The model hears every chunk at the same level, so scaling the input scales the outputs and nothing else."""
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(1, 16000 * 2)
+    config = InferenceConfig(chunk_seconds=1.0, overlap_seconds=0.25, mixture_consistent=not plain)
+    separator = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), config)
+    reference = separator.separate(wav, 16000, "dog barking").targets
+    for gain in (0.05, 5.0):  # -46 and -6 dBFS; a raise above max_input_gain_db (30 dB) would be capped
+        scaled = separator.separate(wav * gain, 16000, "dog barking").targets
+        torch.testing.assert_close(scaled / gain, reference, atol=1e-5, rtol=1e-3)
+    as_recorded = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), InferenceConfig(input_level_db=None))
+    quiet = as_recorded.separate(wav * 0.01, 16000, "dog barking").targets / 0.01
+    assert not torch.allclose(quiet, as_recorded.separate(wav, 16000, "dog barking").targets, atol=1e-4)
