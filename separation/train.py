@@ -140,6 +140,40 @@ def _visual_tower_trained(prompt_encoder) -> bool:
     return bool(getattr(prompt_encoder, "visual_trained", True))
 
 
+@torch.no_grad()
+def encode_examples(codec, mixes: list, device: torch.device) -> list[_Example]:
+    """Encode mixtures (their mixture, target and residual; cut to the shortest) with the frozen codec."""
+    length = min(len(m.mixture) for m in mixes)
+    wav = torch.stack(
+        [torch.from_numpy(np.stack([m.mixture[:length], m.target[:length], m.residual[:length]])).float() for m in mixes]
+    )  # (B, 3, N)
+    latents = codec.encode(rearrange(wav, "b s n -> (b s) 1 n").to(device))
+    latents = rearrange(latents, "(b s) d t -> b s t d", s=3).cpu()
+    return [
+        _Example(
+            mixture=latents[i, 0].clone(),  # a copy, not a view of the whole batch's storage
+            sources=torch.cat([latents[i, 1], latents[i, 2]], dim=-1),
+            category=m.category,
+            image=str(m.image) if m.image else None,
+            spans=list(m.spans or []),
+            waves=wav[i, :2].half().clone(),
+        )
+        for i, m in enumerate(mixes)
+    ]
+
+
+def save_examples(path: Path, examples: list[_Example]) -> None:
+    """Write encoded examples to ``path`` (a temporary name, then a rename: readers never see half a file)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save([asdict(e) for e in examples], tmp)
+    tmp.replace(path)
+
+
+def load_examples(path: Path) -> list[_Example]:
+    """Read examples written by :func:`save_examples`."""
+    return [_Example(**item) for item in torch.load(path, weights_only=True)]
+
+
 class LatentPool:
     """A streaming pool of encoded training examples."""
 
@@ -151,35 +185,13 @@ class LatentPool:
                 count = min(32, size - len(self.items))
                 start = len(self.items)
                 mixes = initial[start : start + count] if start < len(initial) else None
-                self.items.extend(self._encode(mixes or [sampler.sample(rng) for _ in range(count)]))
+                self.items.extend(encode_examples(codec, mixes or [sampler.sample(rng) for _ in range(count)], device))
                 bar.update(count)
-
-    @torch.no_grad()
-    def _encode(self, mixes: list) -> list[_Example]:
-        length = min(len(m.mixture) for m in mixes)
-        wav = torch.stack(
-            [torch.from_numpy(np.stack([m.mixture[:length], m.target[:length], m.residual[:length]])).float() for m in mixes]
-        )  # (B, 3, N)
-        latents = self.codec.encode(rearrange(wav, "b s n -> (b s) 1 n").to(self.device))
-        latents = rearrange(latents, "(b s) d t -> b s t d", s=3).cpu()
-        return [
-            _Example(
-                mixture=latents[i, 0].clone(),  # a copy, not a view of the whole batch's storage
-                sources=torch.cat([latents[i, 1], latents[i, 2]], dim=-1),
-                category=m.category,
-                image=str(m.image) if m.image else None,
-                spans=list(m.spans or []),
-                waves=wav[i, :2].half().clone(),
-            )
-            for i, m in enumerate(mixes)
-        ]
 
     def refresh(self, count: int) -> None:
         if count <= 0:
             return
-        fresh = self._encode([self.sampler.sample(self.rng) for _ in range(count)])
-        for example in fresh:
-            self.items[int(self.rng.integers(len(self.items)))] = example
+        self.add(encode_examples(self.codec, [self.sampler.sample(self.rng) for _ in range(count)], self.device), len(self.items))
 
     def batch(self, size: int) -> list[_Example]:
         return [self.items[int(i)] for i in self.rng.integers(0, len(self.items), size)]
@@ -209,7 +221,7 @@ class PoolFeed:
             if path.name in self.seen:
                 continue
             self.seen.add(path.name)
-            examples += [_Example(**item) for item in torch.load(path, weights_only=True)]
+            examples += load_examples(path)
         return examples
 
 
@@ -221,7 +233,7 @@ def write_pool_shards(
     ``pool_feed``, so that drawing and encoding mixtures runs beside training instead of inside it.
 
     Stops after ``shards`` shards or ``minutes`` minutes (whichever is set and comes first). Each shard is
-    written to a temporary name and renamed, so a reader never sees half a file. Returns the shard count.
+    written with :func:`save_examples`, so a reader never sees half a file. Returns the shard count.
     """
     from dataengine.mixing import MixtureSampler
     from encoders.codec import Codec, load_default_codec
@@ -229,21 +241,18 @@ def write_pool_shards(
     if not shards and not minutes:
         raise ValueError("write_pool_shards needs a shard count or a time budget")
     torch.set_num_threads(threads)
-    codec = (Codec.from_pretrained(codec_dir) if codec_dir else load_default_codec()).to(torch.device(device)).eval()
+    target = torch.device(device)
+    codec = (Codec.from_pretrained(codec_dir) if codec_dir else load_default_codec()).to(target).eval()
     rng = np.random.default_rng(seed)
     sampler = MixtureSampler(data, split="train", seed=seed, seconds=seconds, rate=codec.sample_rate, augment=True)
-    pool = LatentPool(sampler, codec, [], 0, rng, torch.device(device))
     out.mkdir(parents=True, exist_ok=True)
     started, written = time.monotonic(), 0
     with tqdm(total=shards or None, desc="encoding pool shards", unit="shard") as bar:
         while not shards or written < shards:
             if minutes and (time.monotonic() - started) / 60 > minutes:
                 break
-            examples = pool._encode([sampler.sample(rng) for _ in range(shard_size)])
-            path = out / f"shard-{seed}-{written:05d}.pt"
-            tmp = path.with_suffix(".tmp")
-            torch.save([asdict(e) for e in examples], tmp)
-            tmp.replace(path)
+            examples = encode_examples(codec, [sampler.sample(rng) for _ in range(shard_size)], target)
+            save_examples(out / f"shard-{seed}-{written:05d}.pt", examples)
             written += 1
             bar.update(1)
     return written
@@ -359,13 +368,13 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     cache_file = Path(cfg.pool_cache) if cfg.pool_cache else None
     if cache_file is not None and cache_file.is_file():
         pool = LatentPool(sampler, codec, [], 0, np_rng, device)
-        pool.items = [_Example(**item) for item in torch.load(cache_file, weights_only=True)][: cfg.pool]
+        pool.items = load_examples(cache_file)[: cfg.pool]
     else:
         manifest = Path(cfg.data) / "train.jsonl"
         fixed = manifest_mixtures(manifest, cfg.pool) if manifest.is_file() else []
         pool = LatentPool(sampler, codec, fixed, cfg.pool, np_rng, device)
         if cache_file is not None:
-            torch.save([asdict(item) for item in pool.items], cache_file)
+            save_examples(cache_file, pool.items)
 
     feed = PoolFeed(Path(cfg.pool_feed)) if cfg.pool_feed else None
     ckpt = out / "checkpoint"
