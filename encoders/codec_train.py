@@ -336,6 +336,18 @@ def warm_start(codec: Codec, source: Codec) -> list[str]:
     return list(matching)
 
 
+def warmup_cosine(step: int, steps: int, warmup: int, minutes: float, budget: float, floor: float) -> float:
+    """Learning-rate factor of promptsep's trainers: linear warm-up over ``warmup`` steps times a cosine
+    from 1 to ``floor`` over ``steps`` steps or a ``budget`` of minutes (``minutes``: trained so far,
+    over all resumes; ``budget`` 0: none), whichever ends first."""
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    progress = step / max(1, steps)
+    if budget:
+        progress = max(progress, minutes / budget)
+    progress = min(1.0, progress)
+    return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 # ---------------------------------------------------------------------- checkpoints
 def save_checkpoint(
     out: Path, codec: Codec, optimizers: dict, step: int, config: TrainConfig, minutes: float = 0.0
@@ -422,12 +434,9 @@ def train_codec(
 
     def lr_at(step: int) -> float:
         """Linear warm-up, then cosine to 10% over the steps or the time limit, whichever ends first."""
-        warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
-        progress = step / max(1, config.steps)
-        if config.max_minutes:
-            progress = max(progress, minutes_trained() / config.max_minutes)
-        progress = min(1.0, progress)
-        return config.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        return config.lr * warmup_cosine(
+            step, config.steps, config.warmup_steps, minutes_trained(), config.max_minutes or 0.0, floor=0.1
+        )
 
     sampler = CropSampler(pool, config.seconds, config.mix_prob, config.seed + start_step, target_device)
     mel_loss = MultiScaleMelLoss(codec_config.sample_rate).to(target_device)

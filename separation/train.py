@@ -18,7 +18,6 @@ masked mixture is scored against the true target. That trains exactly what the u
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -324,12 +323,10 @@ def consistent_output_loss(model: SeparatorModel, codec, estimate: torch.Tensor,
 def learning_rate(cfg: TrainConfig, step: int, minutes: float) -> float:
     """Warm-up, then cosine to 5% over the steps or the time budget (``minutes`` trained so far, over all
     resumes), whichever ends first."""
-    progress = step / cfg.steps
-    if cfg.minutes:
-        progress = max(progress, minutes / cfg.minutes)
-    warm = min(1.0, (step + 1) / cfg.warmup)
+    from encoders.codec_train import warmup_cosine
+
     # a Python float: a numpy scalar in the optimizer state cannot be read back with weights_only
-    return float(cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))))
+    return float(cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup, minutes, cfg.minutes, floor=0.05))
 
 
 def _save_checkpoint(
