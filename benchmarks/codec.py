@@ -64,6 +64,7 @@ def evaluate_manifest(codec, rows: list[dict]) -> dict:
     per_group: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     from tqdm import tqdm
 
+    mask = mask_settings()
     for row in tqdm(rows, desc="codec benchmark", unit="item"):
         if not row.get("target"):
             continue
@@ -85,8 +86,8 @@ def evaluate_manifest(codec, rows: list[dict]) -> dict:
             mix, tgt, res, rec = mixture[..., :n], target[..., :n], residual[..., :n], recon[..., :n]
             with torch.inference_mode():
                 res_rec = codec.decode(codec.encode(res[None]), length=n)[0]
-            codec_t, _ = ratio_mask_separate(mix, rec, res_rec, *mask_settings())
-            ideal_t, _ = ratio_mask_separate(mix, tgt, res, *mask_settings())
+            codec_t, _ = ratio_mask_separate(mix, rec, res_rec, *mask)
+            ideal_t, _ = ratio_mask_separate(mix, tgt, res, *mask)
             stats["codec_mask_si_sdri"].append(float(si_sdri(codec_t, tgt, mix)))
             stats["irm_si_sdri"].append(float(si_sdri(ideal_t, tgt, mix)))
             stats["mixture_si_sdr"].append(float(si_sdr(mix, tgt)))

@@ -83,9 +83,10 @@ def score(
 # ------------------------------------------------------------------------------------ systems
 def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, System]:
     """Every system that can run here; what cannot is named in ``notes``."""
+    mask = mask_settings()
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
-        "oracle_irm": lambda row, a: ratio_mask_separate(a["mixture"], a["target"], a["residual"], *mask_settings()),
+        "oracle_irm": lambda row, a: ratio_mask_separate(a["mixture"], a["target"], a["residual"], *mask),
     }
     try:
         from encoders.codec import load_default_codec
@@ -100,11 +101,10 @@ def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, Sys
             return decoded[0], decoded[1]
 
         systems["codec_oracle"] = codec_oracle
-        n_fft, hop, power = mask_settings()
 
         def codec_oracle_mask(row: dict, a: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
             target, residual = codec_oracle(row, a)
-            return ratio_mask_separate(a["mixture"], target, residual, n_fft, hop, power)
+            return ratio_mask_separate(a["mixture"], target, residual, *mask)
 
         systems["codec_oracle_mask"] = codec_oracle_mask
     except Exception as error:  # noqa: BLE001
