@@ -6,8 +6,8 @@ combinations and augmentation at every draw). Codec latents are computed once pe
 with the frozen codec, so CPU training spends its time in the separator rather than re-encoding
 audio. Fresh mixtures can also be encoded by another process (:func:`write_pool_shards`, ``promptsep
 train separator-pool``) into a folder the trainer reads as shards appear (``pool_feed``), so the pool
-turns over quickly without the trainer encoding anything. Every time an example is used its prompt is re-phrased (a new paraphrase of its category),
-so the model never learns one wording per category.
+turns over quickly without the trainer encoding anything. Every time an example is used its prompt
+is re-phrased (a new paraphrase of its category), so the model never learns one wording per category.
 
 The loss is an L1 on the normalised [target | residual] latents plus (``wave_weight``) the negative
 SI-SDR of the *mixture-consistent output*: the predicted latents are decoded by the frozen codec
