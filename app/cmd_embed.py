@@ -66,6 +66,19 @@ def register(commands, train_commands) -> None:
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument(
+        "--extra-audio",
+        type=Path,
+        default=None,
+        help="folder of separator pool shards (promptsep train separator-pool): their augmented target sources "
+        "join the audio-text terms as extra training audio",
+    )
+    t.add_argument("--extra-limit", type=int, default=0, help="read at most this many extra items (0: all)")
+    t.add_argument(
+        "--freeze-visual",
+        action="store_true",
+        help="keep the visual tower as it is (the shipped separator reads its picture embeddings)",
+    )
     t.set_defaults(func=run_train)
 
 
@@ -199,7 +212,20 @@ def run_train(args) -> int:
         threads=args.threads,
         device=args.device,
         max_clips_per_category=args.clips_per_category,
+        train_visual=not args.freeze_visual,
     )
-    bundle = train_encoders(cfg, resume=args.resume, codec=codec)
+    extra = None
+    if args.extra_audio is not None:
+        from encoders.codec import load_default_codec
+        from separation.train import shard_targets
+
+        if not args.extra_audio.is_dir():
+            raise PromptsepError(f"--extra-audio {args.extra_audio}: no such folder")
+        hop = (codec or load_default_codec()).hop_length
+        extra = shard_targets(args.extra_audio, hop, limit=args.extra_limit)
+        if not extra:
+            raise PromptsepError(f"--extra-audio {args.extra_audio}: no pool shards in it")
+        print(f"{len(extra)} extra training sounds from {args.extra_audio}")
+    bundle = train_encoders(cfg, resume=args.resume, codec=codec, extra=extra)
     print(f"PE-AV bundle written to {bundle} (copy it to promptsep_assets/default/peav to ship it)")
     return 0

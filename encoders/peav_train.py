@@ -81,6 +81,8 @@ class EncoderTrainConfig:
     weight_audio_visual: float = 1.0
     weight_av_text: float = 0.5
     weight_plus_text: float = 0.25
+    extra_batch: int = 16  # rows of extra audio (``extra`` of train_encoders) added to each audio-text batch
+    train_visual: bool = True  # False: the visual tower stays as it is (the shipped separator reads its embeddings)
     eval_every: int = 250
     save_every: int = 250
     seed: int = 0
@@ -324,6 +326,42 @@ class BatchSampler:
         return own
 
 
+class ExtraAudio:
+    """Extra encoded audio with a category and no caption or picture (e.g. the augmented target sources
+    of separator pool shards): it joins the audio-text and audio-category terms of each batch, with the
+    category's training prompts as captions. Categories the feature cache lacks are dropped."""
+
+    def __init__(self, pairs: list[tuple[Tensor, str]], cache: FeatureCache) -> None:
+        index = {name: i for i, name in enumerate(cache.categories)}
+        self.latents: list[Tensor] = []
+        self.by_category: dict[int, list[int]] = {}
+        for latents, name in pairs:
+            if name in index:
+                self.by_category.setdefault(index[name], []).append(len(self.latents))
+                self.latents.append(latents)
+        # captions: the category's prompts minus the visual captions ("a photo of a dog" describes no sound)
+        visual = set(cache.clip_visual_caption)
+        self.prompts = {}
+        for c in self.by_category:
+            prompts = cache.prompt_text[cache.prompt_category == c].tolist()
+            self.prompts[c] = [t for t in prompts if t not in visual] or prompts
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def sample(self, categories: list[int], rng) -> tuple[list[Tensor], list[int], list[int]]:
+        """For each of ``categories`` that has extra audio: one item's latents, its category, a caption
+        (an index into the cache's texts)."""
+        latents, kept, captions = [], [], []
+        for c in categories:
+            items = self.by_category.get(c)
+            if items:
+                latents.append(self.latents[items[int(rng.integers(len(items)))]])
+                kept.append(c)
+                captions.append(self.prompts[c][int(rng.integers(len(self.prompts[c])))])
+        return latents, kept, captions
+
+
 def crop_latents(latents: list[Tensor], frames: int, rng, noise: float) -> Tensor:
     """Random crops of ``frames`` latent frames; clips shorter than that are tiled (a repeated bark
     is still a bark), so batches need no padding mask. Gaussian noise of up to ``noise`` x the
@@ -495,8 +533,13 @@ def training_step(
     text: dict[str, Tensor],
     rng,
     fuse: bool = True,
+    extra: ExtraAudio | None = None,
 ) -> dict[str, Tensor]:
     """Losses of one batch (see the module docstring for the pairs).
+
+    ``extra``: up to ``cfg.extra_batch`` of its items join the audio-text and audio-category terms.
+    With ``cfg.train_visual`` off the visual tower runs without gradients and its own terms
+    (visual-text, visual-category) are skipped.
 
     ``text`` maps a space (``audio``, ``video``, ``audio_video``) to the embeddings ``(M, E)`` of
     every cached text, ``raw`` to their pooled features ``(M, H)`` and ``audio_classes`` /
@@ -517,10 +560,19 @@ def training_step(
     same = (category[:, None] == category[None, :]).float()
     caption = torch.tensor([cache.clip_captions[i][int(rng.integers(len(cache.clip_captions[i])))] for i in clips])
     caption = caption.to(device)
+    all_audio, all_category, all_caption = audio, category, caption
+    if extra is not None and len(extra) and cfg.extra_batch > 0:
+        extra_latents, extra_category, extra_caption = extra.sample(sampler.categories(cfg.extra_batch), rng)
+        if extra_latents:
+            _, extra_audio = forward_audio(encoder, crop_latents(extra_latents, frames_count, rng, cfg.latent_noise).to(device))
+            all_audio = torch.cat([audio, extra_audio])
+            all_category = torch.cat([category, torch.tensor(extra_category, device=device)])
+            all_caption = torch.cat([caption, torch.tensor(extra_caption, device=device)])
+    all_same = (all_category[:, None] == all_category[None, :]).float()
     scale_at, bias_at = audio_model.text_audio_logit_scale, audio_model.text_audio_logit_bias
     losses = {
-        "audio_text": sigmoid_contrastive_loss(audio, text["audio"][caption], same, scale_at, bias_at),
-        "audio_category": F.cross_entropy(audio @ text["audio_classes"].T * cfg.category_scale, category),
+        "audio_text": sigmoid_contrastive_loss(all_audio, text["audio"][all_caption], all_same, scale_at, bias_at),
+        "audio_category": F.cross_entropy(all_audio @ text["audio_classes"].T * cfg.category_scale, all_category),
     }
 
     image_ids = [sampler.image_for(i) for i in clips]
@@ -528,16 +580,18 @@ def training_step(
     if rows:
         images = torch.stack([cache.images[image_ids[k]].float() for k in rows])
         frames = augment_images(images, cfg.image_shift, rng).unsqueeze(1).to(device)
-        video_pool, video = forward_video(encoder, frames)
+        with torch.set_grad_enabled(cfg.train_visual and torch.is_grad_enabled()):
+            video_pool, video = forward_video(encoder, frames)
         index = torch.tensor(rows, device=device)
         same_v = same[index][:, index]
         visual_caption = torch.tensor(
             [cache.clip_visual_caption[clips[k]] if cache.clip_visual_caption[clips[k]] >= 0 else int(caption[k]) for k in rows],
             device=device,
         )
-        scale_vt, bias_vt = video_model.text_video_logit_scale, video_model.text_video_logit_bias
-        losses["visual_text"] = sigmoid_contrastive_loss(video, text["video"][visual_caption], same_v, scale_vt, bias_vt)
-        losses["visual_category"] = F.cross_entropy(video @ text["video_classes"].T * cfg.category_scale, category[index])
+        if cfg.train_visual:
+            scale_vt, bias_vt = video_model.text_video_logit_scale, video_model.text_video_logit_bias
+            losses["visual_text"] = sigmoid_contrastive_loss(video, text["video"][visual_caption], same_v, scale_vt, bias_vt)
+            losses["visual_category"] = F.cross_entropy(video @ text["video_classes"].T * cfg.category_scale, category[index])
         losses["audio_visual"] = sigmoid_contrastive_loss(
             audio[index], video, same_v, model.audio_video_logit_scale, model.audio_video_logit_bias
         )
@@ -597,13 +651,17 @@ def _save_checkpoint(
     (out / STATE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, codec=None) -> Path:
+def train_encoders(
+    cfg: EncoderTrainConfig, resume: bool = False, clips=None, codec=None, extra: list[tuple[Tensor, str]] | None = None
+) -> Path:
     """Train (or resume) the default PE-AV towers; writes ``OUT/bundle`` (the fp16 bundle to ship).
 
     Args:
         cfg: settings.
         clips: library clips (``dataengine.library.load_library(cfg.data)`` if ``None``).
         codec: the frozen codec (the shipped default if ``None``).
+        extra: more training audio as ``(codec latents (D, T), category name)`` pairs (see
+            :class:`ExtraAudio`), e.g. ``separation.train.shard_targets`` of separator pool shards.
 
     Returns:
         The bundle folder.
@@ -660,6 +718,9 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
         rng.bit_generator.state = meta["numpy_rng"]
     elif resume:
         raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
+    if not cfg.train_visual:  # after the optimizer is built, so its groups still match a checkpoint's
+        for parameter in encoder.model.video_model.parameters():
+            parameter.requires_grad_(False)
     else:
         standardize_input_projection(encoder, [cache.latents[i] for i, s in enumerate(cache.clip_splits) if s == "train"])
 
@@ -670,6 +731,7 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
         for space in ("audio", "video"):
             text[f"{space}_classes"] = category_centroids(text[space], cache)
     sampler = BatchSampler(cache, "train", cfg, text["audio"].cpu(), rng)
+    extra_audio = ExtraAudio(extra, cache) if extra else None
     eval_split = "val" if "val" in cache.clip_splits else "test"
     encoder.config.visual_trained = bool(cache.images.shape[0] > 0)
     started = time.monotonic()
@@ -682,7 +744,9 @@ def train_encoders(cfg: EncoderTrainConfig, resume: bool = False, clips=None, co
     while step < cfg.steps:
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * _lr_factor(step, cfg, minutes_trained())
-        losses = training_step(encoder, cache, sampler, cfg, text, rng, fuse=step % cfg.fusion_every == 0)
+        losses = training_step(
+            encoder, cache, sampler, cfg, text, rng, fuse=step % cfg.fusion_every == 0, extra=extra_audio
+        )
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)

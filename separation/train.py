@@ -224,6 +224,33 @@ class PoolFeed:
         return examples
 
 
+def shard_targets(folder: Path, hop: int, limit: int = 0, floor_db: float = -35.0) -> list[tuple[torch.Tensor, str]]:
+    """The target sources of the encoded shards in ``folder`` as ``(latents (D, T) float16, category)``.
+
+    Each target is cut to the latent frames from its first to its last sounding one (frame RMS of the
+    target wave within ``floor_db`` of its loudest frame; ``hop`` samples a frame), since a drawn target
+    may sound for only part of its mixture. These are augmented (gain, EQ, reverb) crops of training
+    clips, already encoded: extra audio for the PE-AV audio tower (``promptsep train encoders
+    --extra-audio``). ``limit`` > 0 stops after that many.
+    """
+    pairs: list[tuple[torch.Tensor, str]] = []
+    for path in sorted(folder.glob(SHARD_GLOB)):
+        for example in load_examples(path):
+            dim = example.mixture.shape[-1]
+            target = example.sources[:, :dim]  # (T, D)
+            frames = target.shape[0]
+            wave = example.waves[1].float()[: frames * hop]
+            rms = wave.reshape(-1, hop).pow(2).mean(-1).sqrt() if wave.numel() == frames * hop else None
+            if rms is None or float(rms.max()) <= 0:
+                continue
+            sounding = torch.nonzero(rms >= rms.max() * 10 ** (floor_db / 20)).flatten()
+            first, last = int(sounding[0]), int(sounding[-1]) + 1
+            pairs.append((target[first:last].T.contiguous().half(), example.category))
+            if limit and len(pairs) >= limit:
+                return pairs
+    return pairs
+
+
 def write_pool_shards(
     data: str, out: Path, codec_dir: str = "", shard_size: int = 16, shards: int = 0, minutes: float = 0.0,
     seed: int = 1, seconds: float = 4.0, threads: int = 1, device: str = "cpu",

@@ -295,6 +295,36 @@ def test_training_runs_resumes_and_writes_a_loadable_bundle(codec, tmp_path):
     assert aligned < shuffled
 
 
+def test_frozen_visual_fine_tune_with_extra_audio_moves_only_the_audio_side(codec, tmp_path):
+    from encoders.peav_train import EncoderTrainConfig, ExtraAudio, FeatureCache, train_encoders
+
+    clips = _fake_library(tmp_path)
+    run = tmp_path / "run"
+    cfg = EncoderTrainConfig(data=str(tmp_path), out=str(run), steps=1, batch_size=4, fusion_rows=2,
+                             eval_every=100, save_every=1, warmup_steps=1, threads=1)
+    before = PromptEncoder.from_pretrained(train_encoders(cfg, clips=clips, codec=codec), codec=codec)
+    cache = FeatureCache.load(run / "features.pt")
+    extra = [(torch.randn(codec.latent_dim, 7).half(), "dog"), (torch.randn(codec.latent_dim, 3).half(), "bird"),
+             (torch.randn(codec.latent_dim, 5).half(), "no such category")]
+    held = ExtraAudio(extra, cache)
+    assert len(held) == 2 and sorted(cache.categories[c] for c in held.by_category) == ["bird", "dog"]
+    latents, categories, captions = held.sample([cache.categories.index("dog")] * 3, np.random.default_rng(0))
+    assert len(latents) == 3 and all(cache.categories[c] == "dog" for c in categories)
+    # the category's training prompts, never its visual captions
+    from dataengine.vocabulary import category
+
+    assert {cache.texts[i] for i in captions} <= set(category("dog").phrasings)
+
+    cfg.steps, cfg.train_visual, cfg.extra_batch = 4, False, 4
+    after = PromptEncoder.from_pretrained(train_encoders(cfg, resume=True, clips=clips, codec=codec, extra=extra), codec=codec)
+    old, new = before.trainable_state_dict(), after.trainable_state_dict()
+    visual = [k for k in old if k.startswith("video_model.")]
+    audio = [k for k in old if k.startswith("audio_model.audio_encoder.")]
+    assert visual and audio
+    assert all(torch.equal(old[k], new[k]) for k in visual)
+    assert any(not torch.equal(old[k], new[k]) for k in audio)
+
+
 # --------------------------------------------------------------------------------------------- retrieval
 def test_embed_and_retrieve_cli_rank_files(encoder, codec, tmp_path, capsys):
     from app.cli import main
