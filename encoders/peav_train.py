@@ -718,11 +718,11 @@ def train_encoders(
         rng.bit_generator.state = meta["numpy_rng"]
     elif resume:
         raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
+    else:
+        standardize_input_projection(encoder, [cache.latents[i] for i, s in enumerate(cache.clip_splits) if s == "train"])
     if not cfg.train_visual:  # after the optimizer is built, so its groups still match a checkpoint's
         for parameter in encoder.model.video_model.parameters():
             parameter.requires_grad_(False)
-    else:
-        standardize_input_projection(encoder, [cache.latents[i] for i, s in enumerate(cache.clip_splits) if s == "train"])
 
     with torch.no_grad():
         raw = cache.text_features.to(device)

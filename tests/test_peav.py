@@ -287,6 +287,10 @@ def test_training_runs_resumes_and_writes_a_loadable_bundle(codec, tmp_path):
     assert {"text_audio_r1", "zero_shot_acc", "image_audio_r1"} <= set(metrics[-1])
     loaded = PromptEncoder.from_pretrained(bundle, codec=codec)
     assert loaded.visual_trained
+    # A resume with nothing left to train writes back exactly the checkpoint's weights (the data-dependent
+    # input standardisation belongs to a fresh start only).
+    again = PromptEncoder.from_pretrained(train_encoders(cfg, resume=True, clips=clips, codec=codec), codec=codec)
+    assert all(torch.equal(v, again.trainable_state_dict()[k]) for k, v in loaded.trainable_state_dict().items())
     # The sigmoid loss prefers aligned pairs.
     x = F.normalize(torch.eye(3, 8), dim=-1)
     labels = torch.eye(3)
