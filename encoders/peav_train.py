@@ -181,15 +181,22 @@ def _fingerprint(clips, codec, encoder: PromptEncoder, max_seconds: float) -> st
     return digest.hexdigest()
 
 
-def category_prompts(name: str, fallback: list[str]) -> list[str]:
-    """Training phrasings of a category (vocabulary phrasings + visual captions), never held-out ones."""
+def vocabulary_entry(name: str):
+    """The data engine's vocabulary entry of a category, or None outside the vocabulary."""
     try:
         from dataengine.vocabulary import category
 
-        entry = category(name)
-        return list(dict.fromkeys([*entry.phrasings, *entry.visual]))
+        return category(name)
     except (ImportError, KeyError):
+        return None
+
+
+def category_prompts(name: str, fallback: list[str]) -> list[str]:
+    """Training phrasings of a category (vocabulary phrasings + visual captions), never held-out ones."""
+    entry = vocabulary_entry(name)
+    if entry is None:
         return list(dict.fromkeys(fallback)) or [name]
+    return list(dict.fromkeys([*entry.phrasings, *entry.visual]))
 
 
 @torch.no_grad()
@@ -339,12 +346,14 @@ class ExtraAudio:
             if name in index:
                 self.by_category.setdefault(index[name], []).append(len(self.latents))
                 self.latents.append(latents)
-        # captions: the category's prompts minus the visual captions ("a photo of a dog" describes no sound)
-        visual = set(cache.clip_visual_caption)
-        self.prompts = {}
+        # captions: the vocabulary's audio phrasings of the category, not its visual captions ("a photo of a
+        # dog" describes no sound); outside the vocabulary the prompt table holds the clips' own captions
+        text_index = {text: i for i, text in enumerate(cache.texts)}
+        self.prompts: dict[int, list[int]] = {}
         for c in self.by_category:
-            prompts = cache.prompt_text[cache.prompt_category == c].tolist()
-            self.prompts[c] = [t for t in prompts if t not in visual] or prompts
+            entry = vocabulary_entry(cache.categories[c])
+            phrasings = [text_index[t] for t in entry.phrasings if t in text_index] if entry else []
+            self.prompts[c] = phrasings or cache.prompt_text[cache.prompt_category == c].tolist()
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -538,8 +547,8 @@ def training_step(
     """Losses of one batch (see the module docstring for the pairs).
 
     ``extra``: up to ``cfg.extra_batch`` of its items join the audio-text and audio-category terms.
-    With ``cfg.train_visual`` off the visual tower runs without gradients and its own terms
-    (visual-text, visual-category) are skipped.
+    With ``cfg.train_visual`` off the visual tower's own terms (visual-text, visual-category) are
+    skipped; :func:`train_encoders` has frozen its weights.
 
     ``text`` maps a space (``audio``, ``video``, ``audio_video``) to the embeddings ``(M, E)`` of
     every cached text, ``raw`` to their pooled features ``(M, H)`` and ``audio_classes`` /
@@ -561,7 +570,7 @@ def training_step(
     caption = torch.tensor([cache.clip_captions[i][int(rng.integers(len(cache.clip_captions[i])))] for i in clips])
     caption = caption.to(device)
     all_audio, all_category, all_caption = audio, category, caption
-    if extra is not None and len(extra) and cfg.extra_batch > 0:
+    if extra and cfg.extra_batch > 0:
         extra_latents, extra_category, extra_caption = extra.sample(sampler.categories(cfg.extra_batch), rng)
         if extra_latents:
             _, extra_audio = forward_audio(encoder, crop_latents(extra_latents, frames_count, rng, cfg.latent_noise).to(device))
@@ -580,8 +589,7 @@ def training_step(
     if rows:
         images = torch.stack([cache.images[image_ids[k]].float() for k in rows])
         frames = augment_images(images, cfg.image_shift, rng).unsqueeze(1).to(device)
-        with torch.set_grad_enabled(cfg.train_visual and torch.is_grad_enabled()):
-            video_pool, video = forward_video(encoder, frames)
+        video_pool, video = forward_video(encoder, frames)  # no graph when train_encoders froze the tower
         index = torch.tensor(rows, device=device)
         same_v = same[index][:, index]
         visual_caption = torch.tensor(
