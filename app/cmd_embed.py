@@ -196,11 +196,9 @@ def run_retrieve(args) -> int:
 def run_train(args) -> int:
     from encoders.peav_train import EncoderTrainConfig, train_encoders
 
-    codec = None
-    if args.codec is not None:
-        from encoders.codec import Codec
+    from encoders.codec import Codec, load_default_codec
 
-        codec = Codec.from_pretrained(args.codec)
+    codec = Codec.from_pretrained(args.codec) if args.codec is not None else load_default_codec()
     cfg = EncoderTrainConfig(
         data=str(args.data),
         out=str(args.out),
@@ -216,13 +214,11 @@ def run_train(args) -> int:
     )
     extra = None
     if args.extra_audio is not None:
-        from encoders.codec import load_default_codec
         from separation.train import shard_targets
 
         if not args.extra_audio.is_dir():
             raise PromptsepError(f"--extra-audio {args.extra_audio}: no such folder")
-        hop = (codec or load_default_codec()).hop_length
-        extra = shard_targets(args.extra_audio, hop, limit=args.extra_limit)
+        extra = shard_targets(args.extra_audio, codec.hop_length, limit=args.extra_limit)
         if not extra:
             raise PromptsepError(f"--extra-audio {args.extra_audio}: no pool shards in it")
         print(f"{len(extra)} extra training sounds from {args.extra_audio}")

@@ -233,17 +233,18 @@ def shard_targets(folder: Path, hop: int, limit: int = 0, floor_db: float = -35.
     clips, already encoded: extra audio for the PE-AV audio tower (``promptsep train encoders
     --extra-audio``). ``limit`` > 0 stops after that many.
     """
+    from dataengine.audio import frame_db
+
     pairs: list[tuple[torch.Tensor, str]] = []
     for path in sorted(folder.glob(SHARD_GLOB)):
         for example in load_examples(path):
-            dim = example.mixture.shape[-1]
-            target = example.sources[:, :dim]  # (T, D)
+            target = example.sources[:, : example.mixture.shape[-1]]  # (T, D)
             frames = target.shape[0]
-            wave = example.waves[1].float()[: frames * hop]
-            rms = wave.reshape(-1, hop).pow(2).mean(-1).sqrt() if wave.numel() == frames * hop else None
-            if rms is None or float(rms.max()) <= 0:
+            # one energy per latent frame: frames of exactly `hop` samples ("rate" hop, 1 s frames)
+            energies = frame_db(example.waves[1].float().numpy()[: frames * hop], rate=hop, frame_seconds=1.0)
+            if len(energies) != frames or energies.max() < -80:  # a short wave or a silent target
                 continue
-            sounding = torch.nonzero(rms >= rms.max() * 10 ** (floor_db / 20)).flatten()
+            sounding = np.flatnonzero(energies >= energies.max() + floor_db)
             first, last = int(sounding[0]), int(sounding[-1]) + 1
             pairs.append((target[first:last].T.contiguous().half(), example.category))
             if limit and len(pairs) >= limit:

@@ -322,3 +322,20 @@ def test_quiet_and_loud_recordings_separate_alike(plain):
     as_recorded = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), InferenceConfig(input_level_db=None))
     quiet = as_recorded.separate(wav * 0.01, 16000, "dog barking").targets / 0.01
     assert not torch.allclose(quiet, as_recorded.separate(wav, 16000, "dog barking").targets, atol=1e-4)
+
+
+def test_shard_targets_cut_each_target_to_its_sounding_frames(tmp_path):
+    from separation.train import _Example, save_examples, shard_targets
+
+    hop, frames, dim = 4, 10, 3
+    target_wave = torch.zeros(frames * hop)
+    target_wave[3 * hop : 7 * hop] = 0.5  # sounds in frames 3..6
+    sources = torch.arange(frames * 2 * dim, dtype=torch.float32).reshape(frames, 2 * dim)
+    sounding = _Example(torch.zeros(frames, dim), sources, "dog", None, [], torch.stack([target_wave, target_wave]).half())
+    silent = _Example(torch.zeros(frames, dim), sources, "cat", None, [], torch.zeros(2, frames * hop).half())
+    save_examples(tmp_path / "shard-1-00000.pt", [sounding, silent, sounding])
+    pairs = shard_targets(tmp_path, hop)
+    assert [name for _, name in pairs] == ["dog", "dog"]  # the silent target is left out
+    latents, _ = pairs[0]
+    assert latents.dtype == torch.float16 and torch.equal(latents.float(), sources[3:7, :dim].T)
+    assert len(shard_targets(tmp_path, hop, limit=1)) == 1
