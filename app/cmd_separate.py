@@ -71,9 +71,13 @@ def register(commands, train_commands) -> None:
         "--wave-weight", type=float, default=0.2,
         help="weight of -SI-SDR (dB) of the mixture-consistent output through the frozen decoder (0: off)",
     )
+    t.add_argument("--wave-items", type=int, default=4, help="examples per batch that get the waveform loss (decoding them is the costly part)")
+    t.add_argument("--wave-frames", type=int, default=50, help="latent frames of each example the waveform loss decodes")
+    t.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     t.add_argument("--codec", default="", help="codec folder (default: the bundle's codec)")
+    t.add_argument("--init", default="", help="start from this saved separator folder (e.g. a bundle's separator): its weights, a fresh optimizer and schedule")
     t.add_argument("--device", default="cpu")
-    t.add_argument("--resume", action="store_true")
+    t.add_argument("--resume", action="store_true", help="continue OUT/checkpoint (its step count, optimizer and schedule)")
     t.set_defaults(func=run_train)
 
     f = train_commands.add_parser(
@@ -222,6 +226,7 @@ def run_train(args) -> int:
         batch=args.batch, lr=args.lr, pool=args.pool, refresh_every=args.refresh_every, pool_cache=args.pool_cache, threads=args.threads, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
         seed=args.seed, device=args.device, codec=args.codec, wave_weight=args.wave_weight,
         latent_weight=args.latent_weight, pool_feed=args.pool_feed, feed_every=args.feed_every,
+        wave_items=args.wave_items, wave_frames=args.wave_frames, warmup=args.warmup, init=args.init,
     )
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")

@@ -64,6 +64,7 @@ class TrainConfig:
     pool_cache: str = ""  # file keeping the encoded initial pool, shared between runs with the same codec
     pool_feed: str = ""  # folder of encoded shards written by write_pool_shards (another process); read as they appear
     feed_every: int = 20  # steps between looks into pool_feed
+    init: str = ""  # a saved separator folder to start from (its weights and latent statistics; fresh optimizer and schedule)
 
 
 @dataclass
@@ -409,6 +410,13 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         state = json.loads((ckpt / "state.json").read_text())
         step, losses = state["step"], state.get("losses", [])
         minutes_before = float(state.get("minutes", 0.0))
+    elif cfg.init:
+        model = SeparatorModel.from_pretrained(cfg.init)
+        if model.config.latent_dim != codec.latent_dim or model.config.objective != cfg.objective:
+            raise ValueError(
+                f"--init {cfg.init}: a {model.config.objective} separator over {model.config.latent_dim}-dim latents "
+                f"cannot start a {cfg.objective} run over this codec's {codec.latent_dim}-dim latents"
+            )
     else:
         model = SeparatorModel(
             SeparatorConfig(
