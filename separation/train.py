@@ -370,6 +370,17 @@ def _save_checkpoint(
     (ckpt / "state.json").write_text(json.dumps({"step": step, "minutes": minutes, "train": asdict(cfg), "losses": losses[-2000:]}))
 
 
+def _initial_separator(cfg: TrainConfig, latent_dim: int) -> SeparatorModel:
+    """The saved separator ``cfg.init`` a run starts from, refused when it does not fit the run."""
+    model = SeparatorModel.from_pretrained(cfg.init)
+    if model.config.latent_dim != latent_dim or model.config.objective != cfg.objective:
+        raise ValueError(
+            f"--init {cfg.init}: a {model.config.objective} separator over {model.config.latent_dim}-dim latents "
+            f"cannot start a {cfg.objective} run over this codec's {latent_dim}-dim latents"
+        )
+    return model
+
+
 def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a separator; writes ``cfg.out/checkpoint`` and ``cfg.out/final``."""
     from dataengine.mixing import MixtureSampler
@@ -383,6 +394,10 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     codec = (Codec.from_pretrained(cfg.codec) if cfg.codec else load_default_codec()).to(device).eval()
     codec.requires_grad_(False)
+    ckpt = out / "checkpoint"
+    resuming = resume and (ckpt / "state.json").exists()
+    # checked before the prompt cache and the pool are built, which can take minutes
+    initial = _initial_separator(cfg, codec.latent_dim) if cfg.init and not resuming else None
     prompt_encoder = load_default_prompt_encoder(codec=codec)
     cache = PromptCache(prompt_encoder)
     from dataengine.vocabulary import CATEGORIES
@@ -403,20 +418,14 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             save_examples(cache_file, pool.items)
 
     feed = PoolFeed(Path(cfg.pool_feed)) if cfg.pool_feed else None
-    ckpt = out / "checkpoint"
     step, losses, minutes_before = 0, [], 0.0
-    if resume and (ckpt / "state.json").exists():
+    if resuming:
         model = SeparatorModel.from_pretrained(ckpt).train()
         state = json.loads((ckpt / "state.json").read_text())
         step, losses = state["step"], state.get("losses", [])
         minutes_before = float(state.get("minutes", 0.0))
-    elif cfg.init:
-        model = SeparatorModel.from_pretrained(cfg.init)
-        if model.config.latent_dim != codec.latent_dim or model.config.objective != cfg.objective:
-            raise ValueError(
-                f"--init {cfg.init}: a {model.config.objective} separator over {model.config.latent_dim}-dim latents "
-                f"cannot start a {cfg.objective} run over this codec's {codec.latent_dim}-dim latents"
-            )
+    elif initial is not None:
+        model = initial
     else:
         model = SeparatorModel(
             SeparatorConfig(
