@@ -97,6 +97,27 @@ def register(commands, train_commands) -> None:
     f.add_argument("--device", default="cpu")
     f.set_defaults(func=run_pool)
 
+    d = train_commands.add_parser(
+        "decoder", help="fine-tune the codec decoder for the mixture-consistent output (encoder frozen)",
+        description="Fine-tune the codec's decoder on the oracle latents of encoded training mixtures (shards of "
+        "'promptsep train separator-pool'): main loss the SI-SDR of the ratio-masked mixture, the codec's mel loss "
+        "as a regulariser. The encoder is frozen, so latents, the PE-AV audio tower and separators stay valid. "
+        "Writes OUT/codec (fp16 bundle) and a resumable OUT/checkpoint.",
+    )
+    d.add_argument("--codec", required=True, help="codec folder to start from (the one that encoded the shards)")
+    d.add_argument("--feed", action="append", required=True, help="shard folder; repeat for several")
+    d.add_argument("--out", default="runs/decoder")
+    d.add_argument("--minutes", type=float, default=0.0, help="training-time budget over all resumes; sets the LR schedule")
+    d.add_argument("--steps", type=int, default=100000)
+    d.add_argument("--batch", type=int, default=8)
+    d.add_argument("--frames", type=int, default=50, help="latent frames per example")
+    d.add_argument("--lr", type=float, default=1e-4)
+    d.add_argument("--mel-weight", type=float, default=1.0, help="weight of the mel loss against -SI-SDR in dB (0: off)")
+    d.add_argument("--threads", type=int, default=1, help="CPU threads")
+    d.add_argument("--device", default="cpu")
+    d.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")
+    d.set_defaults(func=run_decoder)
+
 
 def _prompts(args) -> list:
     from separation.inference import Prompt
@@ -215,6 +236,17 @@ def run_pool(args) -> int:
         seed=args.seed, threads=args.threads, device=args.device,
     )
     print(f"{count} shards of {args.shard_size} mixtures written to {args.out}")
+    return 0
+
+
+def run_decoder(args) -> int:
+    from separation.decoder_tune import DecoderTuneConfig, tune_decoder
+
+    cfg = DecoderTuneConfig(
+        codec=args.codec, feeds=args.feed, out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch,
+        frames=args.frames, lr=args.lr, mel_weight=args.mel_weight, threads=args.threads, device=args.device,
+    )
+    print(f"codec written to {tune_decoder(cfg, resume=args.resume)}")
     return 0
 
 

@@ -376,3 +376,46 @@ def test_train_separator_starts_from_a_saved_separator_with_init(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="cannot start a flow run"):
         train_separator(TrainConfig(out=str(tmp_path / "c"), steps=1, objective="flow", init=str(first), **base))
+
+
+def test_decoder_fine_tune_trains_only_the_decoder_and_raises_the_masked_sisdr(tmp_path):
+    """train decoder: encoder tensors stay bit-identical, decoder tensors move, the oracle-mask SI-SDR rises
+    (a tone under noise; the target and residual latents are two fixed codes the decoder has to tell apart)."""
+    from separation.decoder_tune import DecoderTuneConfig, decoder_parameters, oracle_mask_loss, tune_decoder
+    from separation.train import _Example, save_examples
+
+    torch.manual_seed(0)
+    codec = tiny_codec()
+    codec.save_pretrained(tmp_path / "codec0")
+    hop, frames, dim = codec.hop_length, 12, codec.latent_dim
+    t = torch.arange(frames * hop) / codec.sample_rate
+    codes = torch.randn(2, dim)
+    sources = torch.cat([codes[0].expand(frames, dim), codes[1].expand(frames, dim)], -1)
+    examples = []
+    for _ in range(4):
+        target, residual = 0.3 * torch.sin(2 * torch.pi * 440 * t), 0.2 * torch.randn(frames * hop)
+        examples.append(_Example(torch.zeros(frames, dim), sources, "tone", None, [], torch.stack([target + residual, target]).half()))
+    (tmp_path / "feed").mkdir()
+    save_examples(tmp_path / "feed" / "shard-1-00000.pt", examples)
+    batch_sources = torch.stack([e.sources for e in examples])
+    batch_waves = torch.stack([e.waves for e in examples]).float()
+    with torch.no_grad():
+        before = oracle_mask_loss(codec, batch_sources, batch_waves)["sisdr"].item()
+
+    cfg = DecoderTuneConfig(codec=str(tmp_path / "codec0"), feeds=[str(tmp_path / "feed")], out=str(tmp_path / "run"),
+                            steps=30, batch=4, frames=8, lr=3e-3, warmup=1, mel_weight=0.01, save_every=10)
+    tuned = Codec.from_pretrained(tune_decoder(cfg)).float()
+    with torch.no_grad():
+        after = oracle_mask_loss(tuned, batch_sources, batch_waves)["sisdr"].item()
+    assert after > before + 5.0
+    own, new = codec.state_dict(), tuned.state_dict()
+    trained = [n for n, _ in tuned.named_parameters() if n.startswith(("quantizer.out_proj.", "decoder."))]
+    assert trained and len(decoder_parameters(tuned)) == len(trained)
+    for name in own:
+        if name.startswith(("encoder.", "quantizer.in_proj.")):
+            assert torch.equal(own[name].half(), new[name].half()), name  # the latents do not change
+    assert any(not torch.allclose(own[n].float(), new[n].float(), atol=1e-3) for n in trained)
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 30
+
+    with pytest.raises(PromptsepError, match="separator-pool"):
+        tune_decoder(DecoderTuneConfig(codec=str(tmp_path / "codec0"), feeds=[str(tmp_path)], out=str(tmp_path / "x"), steps=1))
