@@ -76,6 +76,11 @@ def register(commands, train_commands) -> None:
     t.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     t.add_argument("--codec", default="", help="codec folder (default: the bundle's codec)")
     t.add_argument("--init", default="", help="start from this saved separator folder (e.g. a bundle's separator): its weights, a fresh optimizer and schedule")
+    t.add_argument(
+        "--decoder-lr", type=float, default=0.0,
+        help="also train the codec's decoder at this peak LR (joint fine-tune; the encoder and so the latents stay "
+        "fixed; the true latents' masked SI-SDR and mel loss keep it a codec); writes OUT/codec. 0: frozen decoder",
+    )
     t.add_argument("--device", default="cpu")
     t.add_argument("--resume", action="store_true", help="continue OUT/checkpoint (its step count, optimizer and schedule)")
     t.set_defaults(func=run_train)
@@ -259,6 +264,7 @@ def run_train(args) -> int:
         seed=args.seed, device=args.device, codec=args.codec, wave_weight=args.wave_weight,
         latent_weight=args.latent_weight, pool_feed=args.pool_feed, feed_every=args.feed_every,
         wave_items=args.wave_items, wave_frames=args.wave_frames, warmup=args.warmup, init=args.init,
+        decoder_lr=args.decoder_lr,
     )
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")

@@ -65,6 +65,10 @@ class TrainConfig:
     pool_feed: str = ""  # folder of encoded shards written by write_pool_shards (another process); read as they appear
     feed_every: int = 20  # steps between looks into pool_feed
     init: str = ""  # a saved separator folder to start from (its weights and latent statistics; fresh optimizer and schedule)
+    # > 0: the codec's decoder trains with the separator at this peak LR (the encoder stays frozen, so latents
+    # do not change); the oracle latents' masked SI-SDR and mel loss keep it a codec; writes OUT/codec
+    decoder_lr: float = 0.0
+    decoder_mel_weight: float = 1.0
 
 
 @dataclass
@@ -359,11 +363,15 @@ def learning_rate(cfg: TrainConfig, step: int, minutes: float) -> float:
 
 
 def _save_checkpoint(
-    out: Path, model: SeparatorModel, optimizer, step: int, cfg: TrainConfig, losses: list[float], minutes: float
+    out: Path, model: SeparatorModel, optimizer, step: int, cfg: TrainConfig, losses: list[float], minutes: float,
+    codec=None,
 ) -> None:
+    """Write ``out/checkpoint`` (with ``codec/`` when the decoder trains too)."""
     ckpt = out / "checkpoint"
     ckpt.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(ckpt, dtype=torch.float32)
+    if codec is not None:
+        codec.save_pretrained(ckpt / "codec")
     tmp = ckpt / "optimizer.pt.tmp"
     torch.save(optimizer.state_dict(), tmp)
     tmp.replace(ckpt / "optimizer.pt")
@@ -392,10 +400,23 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     device = torch.device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    codec = (Codec.from_pretrained(cfg.codec) if cfg.codec else load_default_codec()).to(device).eval()
-    codec.requires_grad_(False)
     ckpt = out / "checkpoint"
     resuming = resume and (ckpt / "state.json").exists()
+    if cfg.decoder_lr > 0 and resuming and (ckpt / "codec").is_dir():
+        codec = Codec.from_pretrained(ckpt / "codec")  # the decoder as trained so far
+    else:
+        codec = Codec.from_pretrained(cfg.codec) if cfg.codec else load_default_codec()
+    codec = codec.float().to(device).eval()
+    codec.requires_grad_(False)
+    decoder_params = []
+    if cfg.decoder_lr > 0:
+        from encoders.codec_train import MultiScaleMelLoss
+        from separation.decoder_tune import decoder_parameters
+
+        decoder_params = decoder_parameters(codec)
+        for p in decoder_params:
+            p.requires_grad_(True)
+        mel_loss = MultiScaleMelLoss(codec.sample_rate).to(device)
     # checked before the prompt cache and the pool are built, which can take minutes
     initial = _initial_separator(cfg, codec.latent_dim) if cfg.init and not resuming else None
     prompt_encoder = load_default_prompt_encoder(codec=codec)
@@ -442,7 +463,10 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         model.latent_mean.copy_(mean)
         model.latent_std.copy_(std)
     model = model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    if decoder_params:
+        groups.append({"params": decoder_params, "lr_scale": cfg.decoder_lr / cfg.lr if cfg.lr else 0.0, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.01)
     if resume and (ckpt / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     use_images = _visual_tower_trained(prompt_encoder)
@@ -474,11 +498,18 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             waves = waves[..., offset * hop : (offset + frames) * hop]
             crop = estimate[:items, offset : offset + frames]
             loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, crop, waves)
+            if decoder_params:  # the decoder also learns from the true latents, and stays a codec
+                from separation.decoder_tune import oracle_mask_loss
+
+                oracle = oracle_mask_loss(codec, raw[:items, offset : offset + frames], waves, mel_loss)
+                loss = loss - cfg.wave_weight * oracle["sisdr"] + cfg.decoder_mel_weight * oracle["mel"]
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step, minutes_trained())
+            group["lr"] = learning_rate(cfg, step, minutes_trained()) * group.get("lr_scale", 1.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if decoder_params:
+            torch.nn.utils.clip_grad_norm_(decoder_params, 1.0)
         optimizer.step()
         step += 1
         losses.append(loss.item())
@@ -489,10 +520,13 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         if feed is not None and step % cfg.feed_every == 0:
             pool.add(feed.new_examples(), cfg.pool)
         if step % cfg.save_every == 0:
-            _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained())
+            _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained(), codec if decoder_params else None)
         if cfg.minutes and minutes_trained() > cfg.minutes:
             break
     bar.close()
-    _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained())
+    _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained(), codec if decoder_params else None)
     model.eval().save_pretrained(out / "final")
+    if decoder_params:
+        codec.eval().requires_grad_(False)
+        codec.save_pretrained(out / "codec", dtype=torch.float16)
     return out / "final"

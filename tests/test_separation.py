@@ -376,6 +376,18 @@ def test_train_separator_starts_from_a_saved_separator_with_init(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="cannot start a flow run"):
         train_separator(TrainConfig(out=str(tmp_path / "c"), steps=1, objective="flow", init=str(first), **base))
+    # --decoder-lr: the decoder trains with the separator and is written to OUT/codec; the encoder does not move
+    from encoders.codec import load_default_codec
+
+    codec = load_default_codec()
+    joint = dict(base, decoder_lr=1e-3)
+    train_separator(TrainConfig(out=str(tmp_path / "d"), steps=2, init=str(first), **joint))
+    tuned = load_file(str(tmp_path / "d" / "codec" / "model.safetensors"))
+    own = codec.state_dict()
+    assert all(torch.equal(own[k].half(), tuned[k]) for k in own if k.startswith("encoder."))
+    assert any(not torch.allclose(own[k].half(), tuned[k]) for k in own if k.startswith("decoder."))
+    train_separator(TrainConfig(out=str(tmp_path / "d"), steps=3, init=str(first), **joint), resume=True)
+    assert json.loads((tmp_path / "d" / "checkpoint" / "state.json").read_text())["step"] == 3
 
 
 def test_decoder_fine_tune_trains_only_the_decoder_and_raises_the_masked_sisdr(tmp_path):
