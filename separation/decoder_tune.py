@@ -106,6 +106,7 @@ def tune_decoder(cfg: DecoderTuneConfig, resume: bool = False) -> Path:
     from encoders.codec import Codec
     from encoders.codec_train import MultiScaleMelLoss, save_checkpoint, warmup_cosine
 
+    sources, waves = load_shards([Path(f) for f in cfg.feeds], cfg.frames)  # before anything is written
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -128,7 +129,6 @@ def tune_decoder(cfg: DecoderTuneConfig, resume: bool = False) -> Path:
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True)["decoder"])
         rng = np.random.default_rng(cfg.seed + start)
 
-    sources, waves = load_shards([Path(f) for f in cfg.feeds], cfg.frames)
     hop = codec.hop_length
     print(f"decoder fine-tune: {len(sources)} encoded mixtures, {sum(p.numel() for p in params) / 1e6:.1f}M parameters", flush=True)
     mel_loss = MultiScaleMelLoss(codec.sample_rate).to(device) if cfg.mel_weight > 0 else None

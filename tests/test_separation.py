@@ -431,3 +431,4 @@ def test_decoder_fine_tune_trains_only_the_decoder_and_raises_the_masked_sisdr(t
 
     with pytest.raises(PromptsepError, match="separator-pool"):
         tune_decoder(DecoderTuneConfig(codec=str(tmp_path / "codec0"), feeds=[str(tmp_path)], out=str(tmp_path / "x"), steps=1))
+    assert not (tmp_path / "x").exists()  # nothing written for a bad feed
