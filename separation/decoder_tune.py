@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 from tqdm import tqdm
 
 from encoders.errors import PromptsepError
@@ -83,21 +82,14 @@ def oracle_mask_loss(codec, sources: torch.Tensor, waves: torch.Tensor, mel_loss
         sources ``(B, T, 2D)`` raw [target | residual] latents; waves ``(B, 2, T * hop)`` mixture and
         target -> ``{"sisdr": mean SI-SDR in dB, "mel": mel loss of both decoded tracks}``.
     """
-    from separation.inference import InferenceConfig
-    from separation.masking import ratio_mask_separate
-    from separation.metrics import si_sdr
+    from separation.train import decode_pairs, masked_target_sisdr
 
-    mask = InferenceConfig()
-    latents = rearrange(torch.cat(sources.chunk(2, -1)), "b t d -> b d t")  # (2B, D, T)
-    decoded = codec._decode_full(latents)[:, 0]
-    batch, length = waves.shape[0], min(decoded.shape[-1], waves.shape[-1])
-    target_est, residual_est = decoded[:batch, :length], decoded[batch:, :length]
-    mixture, target = waves[:, 0, :length], waves[:, 1, :length]
-    output, _ = ratio_mask_separate(mixture, target_est, residual_est, mask.n_fft, mask.hop, mask.mask_power)
-    losses = {"sisdr": si_sdr(output, target).clamp(min=-30).mean().float()}
+    decoded = decode_pairs(codec, sources)
+    losses = {"sisdr": masked_target_sisdr(decoded, waves).clamp(min=-30).mean().float()}
     if mel_loss is not None:
-        truth = torch.cat([target, mixture - target])[:, None]
-        losses["mel"] = mel_loss(decoded[:, None, :length], truth)
+        length = min(decoded.shape[-1], waves.shape[-1])
+        mixture, target = waves[:, 0, :length], waves[:, 1, :length]
+        losses["mel"] = mel_loss(decoded[:, None, :length], torch.cat([target, mixture - target])[:, None])
     return losses
 
 

@@ -331,26 +331,41 @@ def _conditioning(
     )
 
 
-def consistent_output_loss(model: SeparatorModel, codec, estimate: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
-    """Mean negative SI-SDR (dB) of the mixture-consistent target built from predicted latents,
-    with the mask settings inference uses (:class:`~separation.inference.InferenceConfig`).
+def decode_pairs(codec, sources: torch.Tensor) -> torch.Tensor:
+    """Decode raw ``[target | residual]`` latents ``(B, T, 2D)`` to ``(2B, T * hop)``: the B targets,
+    then the B residuals (the graph is kept, so losses can reach the latents and the decoder)."""
+    latents = rearrange(torch.cat(sources.chunk(2, -1)), "b t d -> b d t")  # (2B, D, T)
+    return codec.decode(latents)[:, 0]
+
+
+def masked_target_sisdr(decoded: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
+    """SI-SDR (dB) of the mixture-consistent target, the ratio mask of decoded target and residual
+    applied to the mixture with the settings inference uses (:class:`~separation.inference.InferenceConfig`).
 
     Shape:
-        estimate ``(B, T, 2D)`` normalised [target | residual] latents; waves ``(B, 2, N)`` mixture and
-        true target at the codec rate -> scalar.
+        decoded ``(2B, N)`` from :func:`decode_pairs`; waves ``(B, 2, N)`` mixture and true target -> ``(B,)``.
     """
     from separation.inference import InferenceConfig
     from separation.masking import ratio_mask_separate
     from separation.metrics import si_sdr
 
     mask = InferenceConfig()
-    latents = torch.cat([model.denormalize(part) for part in estimate.chunk(2, -1)])  # (2B, T, D)
-    decoded = codec.decode(rearrange(latents, "b t d -> b d t"))[:, 0]  # (2B, T * hop), graph kept
     batch, length = waves.shape[0], min(decoded.shape[-1], waves.shape[-1])
     target_est, residual_est = decoded[:batch, :length], decoded[batch:, :length]
     mixture, target = waves[:, 0, :length], waves[:, 1, :length]
     output, _ = ratio_mask_separate(mixture, target_est, residual_est, mask.n_fft, mask.hop, mask.mask_power)
-    return -si_sdr(output, target).clamp(min=-30).mean()
+    return si_sdr(output, target)
+
+
+def consistent_output_loss(model: SeparatorModel, codec, estimate: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
+    """Mean negative SI-SDR (dB) of the mixture-consistent target built from predicted latents.
+
+    Shape:
+        estimate ``(B, T, 2D)`` normalised [target | residual] latents; waves ``(B, 2, N)`` mixture and
+        true target at the codec rate -> scalar.
+    """
+    raw = torch.cat([model.denormalize(part) for part in estimate.chunk(2, -1)], dim=-1)
+    return -masked_target_sisdr(decode_pairs(codec, raw), waves).clamp(min=-30).mean()
 
 
 def learning_rate(cfg: TrainConfig, step: int, minutes: float) -> float:
@@ -411,7 +426,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     decoder_params = []
     if cfg.decoder_lr > 0:
         from encoders.codec_train import MultiScaleMelLoss
-        from separation.decoder_tune import decoder_parameters
+        from separation.decoder_tune import decoder_parameters, oracle_mask_loss
 
         decoder_params = decoder_parameters(codec)
         for p in decoder_params:
@@ -499,8 +514,6 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             crop = estimate[:items, offset : offset + frames]
             loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, crop, waves)
             if decoder_params:  # the decoder also learns from the true latents, and stays a codec
-                from separation.decoder_tune import oracle_mask_loss
-
                 oracle = oracle_mask_loss(codec, raw[:items, offset : offset + frames], waves, mel_loss)
                 loss = loss - cfg.wave_weight * oracle["sisdr"] + cfg.decoder_mel_weight * oracle["mel"]
         for group in optimizer.param_groups:
