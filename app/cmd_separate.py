@@ -65,6 +65,10 @@ def register(commands, train_commands) -> None:
     t.add_argument("--threads", type=int, default=2, help="CPU threads")
     t.add_argument("--hidden-dim", type=int, default=256)
     t.add_argument("--num-layers", type=int, default=6)
+    t.add_argument(
+        "--dropout", type=float, default=None,
+        help="dropout on the separator's block branches (default: a resumed or --init model keeps its own; 0 for a new one)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--latent-weight", type=float, default=1.0, help="weight of the L1 loss on latents")
     t.add_argument(
@@ -260,7 +264,7 @@ def run_train(args) -> int:
 
     cfg = TrainConfig(
         data=args.data, out=args.out, objective=args.objective, steps=args.steps, minutes=args.minutes,
-        batch=args.batch, lr=args.lr, pool=args.pool, refresh_every=args.refresh_every, pool_cache=args.pool_cache, threads=args.threads, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
+        batch=args.batch, lr=args.lr, pool=args.pool, refresh_every=args.refresh_every, pool_cache=args.pool_cache, threads=args.threads, hidden_dim=args.hidden_dim, num_layers=args.num_layers, dropout=args.dropout,
         seed=args.seed, device=args.device, codec=args.codec, wave_weight=args.wave_weight,
         latent_weight=args.latent_weight, pool_feed=args.pool_feed, feed_every=args.feed_every,
         wave_items=args.wave_items, wave_frames=args.wave_frames, warmup=args.warmup, init=args.init,

@@ -44,7 +44,7 @@ class SeparatorConfig:
     mlp_ratio: float = 2.5
     rope_theta: float = 10000.0
     objective: str = "regression"  # "regression" or "flow"
-    dropout: float = 0.0
+    dropout: float = 0.0  # on each block's attention, cross-attention and MLP branch (training only)
 
     @classmethod
     def from_json(cls, path: Path) -> "SeparatorConfig":
@@ -132,6 +132,7 @@ class Block(nn.Module):
         self.modulation = nn.Linear(dim, 9 * dim)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
+        self.drop = nn.Dropout(config.dropout)
 
     def forward(
         self,
@@ -143,10 +144,10 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         mods = rearrange(self.modulation(F.silu(cond)), "b (n d) -> n b 1 d", n=9)
         shift_a, scale_a, gate_a, shift_c, scale_c, gate_c, shift_m, scale_m, gate_m = mods
-        x = x + (1 + gate_a) * self.attn(self.norm(x) * (1 + scale_a) + shift_a, *rope)
+        x = x + (1 + gate_a) * self.drop(self.attn(self.norm(x) * (1 + scale_a) + shift_a, *rope))
         if tokens is not None:
-            x = x + (1 + gate_c) * self.cross(self.norm(x) * (1 + scale_c) + shift_c, tokens, token_mask)
-        return x + (1 + gate_m) * self.mlp(self.norm(x) * (1 + scale_m) + shift_m)
+            x = x + (1 + gate_c) * self.drop(self.cross(self.norm(x) * (1 + scale_c) + shift_c, tokens, token_mask))
+        return x + (1 + gate_m) * self.drop(self.mlp(self.norm(x) * (1 + scale_m) + shift_m))
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -247,6 +248,14 @@ class SeparatorModel(nn.Module):
         (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
         state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(path / "model.safetensors"))
+
+    def set_dropout(self, p: float) -> None:
+        """Dropout on every block's branches from now on (recorded in the config); active in train mode only."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.config.dropout = p
+        for block in self.blocks:
+            block.drop.p = p
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "SeparatorModel":

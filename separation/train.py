@@ -56,6 +56,7 @@ class TrainConfig:
     threads: int = 2
     hidden_dim: int = 256
     num_layers: int = 6
+    dropout: float | None = None  # block dropout of the model trained (None: keep a resumed/--init model's, 0 for a new one)
     latent_weight: float = 1.0
     wave_weight: float = 0.2  # weight of -SI-SDR (dB) of the mixture-consistent target; 0 turns it off
     wave_items: int = 4  # examples per batch that get the waveform loss (decoding is the costly part)
@@ -477,6 +478,8 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         mean, std = _latent_stats(pool)
         model.latent_mean.copy_(mean)
         model.latent_std.copy_(std)
+    if cfg.dropout is not None:
+        model.set_dropout(cfg.dropout)
     model = model.to(device).train()
     groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
     if decoder_params:

@@ -81,6 +81,21 @@ def test_model_shapes_and_determinism():
     assert not torch.allclose(a, other)  # the prompt changes the output
 
 
+def test_dropout_acts_in_training_only():
+    model = tiny_model()
+    mix = torch.randn(2, 25, 8)
+    cond = Conditioning(cond=torch.randn(2, EMBED), tokens=torch.randn(2, 3, EMBED))
+    clean = model(mix, **cond.as_kwargs())
+    model.set_dropout(0.5)
+    assert model.config.dropout == 0.5
+    assert torch.equal(model(mix, **cond.as_kwargs()), clean)  # eval mode: dropout is off
+    model.train()
+    noisy_a, noisy_b = model(mix, **cond.as_kwargs()), model(mix, **cond.as_kwargs())
+    assert not torch.allclose(noisy_a, clean) and not torch.allclose(noisy_a, noisy_b)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        model.set_dropout(1.0)
+
+
 def test_objectives_losses_and_flow_sampler():
     torch.manual_seed(0)
     mix, src = torch.randn(2, 10, 8), torch.randn(2, 10, 16)
@@ -371,9 +386,10 @@ def test_train_separator_starts_from_a_saved_separator_with_init(tmp_path):
     state = json.loads((tmp_path / "a" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 2 and len(state["losses"]) == 2 and np.isfinite(state["losses"]).all()
     # --init takes the weights and latent statistics; with a zero learning rate they come back unchanged
-    second = train_separator(TrainConfig(out=str(tmp_path / "b"), steps=1, lr=0.0, init=str(first), **base))
+    second = train_separator(TrainConfig(out=str(tmp_path / "b"), steps=1, lr=0.0, init=str(first), dropout=0.1, **base))
     a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((second / "config.json").read_text())["dropout"] == 0.1  # --dropout reaches an --init model
     with pytest.raises(ValueError, match="cannot start a flow run"):
         train_separator(TrainConfig(out=str(tmp_path / "c"), steps=1, objective="flow", init=str(first), **base))
     # --decoder-lr: the decoder trains with the separator and is written to OUT/codec; the encoder does not move
