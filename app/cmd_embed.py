@@ -194,9 +194,8 @@ def run_retrieve(args) -> int:
 
 
 def run_train(args) -> int:
-    from encoders.peav_train import EncoderTrainConfig, train_encoders
-
     from encoders.codec import Codec, load_default_codec
+    from encoders.peav_train import EncoderTrainConfig, train_encoders
 
     codec = Codec.from_pretrained(args.codec) if args.codec is not None else load_default_codec()
     cfg = EncoderTrainConfig(

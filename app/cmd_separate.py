@@ -12,6 +12,13 @@ from encoders.audio_io import load_audio, save_audio
 from encoders.errors import PromptError, PromptsepError
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
 def _parse_span(text: str) -> tuple[float, float]:
     try:
         start, end = (float(x) for x in text.split(":"))
@@ -66,7 +73,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--hidden-dim", type=int, default=256)
     t.add_argument("--num-layers", type=int, default=6)
     t.add_argument(
-        "--dropout", type=float, default=None,
+        "--dropout", type=_fraction, default=None,
         help="dropout on the separator's block branches (default: a resumed or --init model keeps its own; 0 for a new one)",
     )
     t.add_argument("--seed", type=int, default=0)

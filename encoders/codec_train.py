@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from encoders.codec import Codec, CodecConfig
 from encoders.errors import PromptsepError
+from encoders.schedule import warmup_cosine
 
 AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif", ".au"}
 GROUPS = ("speech", "music", "events")
@@ -334,18 +335,6 @@ def warm_start(codec: Codec, source: Codec) -> list[str]:
     matching = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
     codec.load_state_dict(matching, strict=False)
     return list(matching)
-
-
-def warmup_cosine(step: int, steps: int, warmup: int, minutes: float, budget: float, floor: float) -> float:
-    """Learning-rate factor of promptsep's trainers: linear warm-up over ``warmup`` steps times a cosine
-    from 1 to ``floor`` over ``steps`` steps or a ``budget`` of minutes (``minutes``: trained so far,
-    over all resumes; ``budget`` 0: none), whichever ends first."""
-    warm = min(1.0, (step + 1) / max(1, warmup))
-    progress = step / max(1, steps)
-    if budget:
-        progress = max(progress, minutes / budget)
-    progress = min(1.0, progress)
-    return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 # ---------------------------------------------------------------------- checkpoints

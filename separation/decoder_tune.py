@@ -96,7 +96,8 @@ def oracle_mask_loss(codec, sources: torch.Tensor, waves: torch.Tensor, mel_loss
 def tune_decoder(cfg: DecoderTuneConfig, resume: bool = False) -> Path:
     """Fine-tune the decoder; writes ``out/checkpoint`` (resumable) and ``out/codec`` (fp16 bundle)."""
     from encoders.codec import Codec
-    from encoders.codec_train import MultiScaleMelLoss, save_checkpoint, warmup_cosine
+    from encoders.codec_train import MultiScaleMelLoss, save_checkpoint
+    from encoders.schedule import warmup_cosine
 
     sources, waves = load_shards([Path(f) for f in cfg.feeds], cfg.frames)  # before anything is written
     torch.set_num_threads(cfg.threads)

@@ -28,6 +28,7 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
+from encoders.errors import WeightsError
 from separation.inference import span_anchors
 from separation.model import SeparatorConfig, SeparatorModel
 from separation.objectives import Conditioning, flow_matching_loss, regression_loss
@@ -372,7 +373,7 @@ def consistent_output_loss(model: SeparatorModel, codec, estimate: torch.Tensor,
 def learning_rate(cfg: TrainConfig, step: int, minutes: float) -> float:
     """Warm-up, then cosine to 5% over the steps or the time budget (``minutes`` trained so far, over all
     resumes), whichever ends first."""
-    from encoders.codec_train import warmup_cosine
+    from encoders.schedule import warmup_cosine
 
     # a Python float: a numpy scalar in the optimizer state cannot be read back with weights_only
     return float(cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup, minutes, cfg.minutes, floor=0.05))
@@ -398,7 +399,7 @@ def _initial_separator(cfg: TrainConfig, latent_dim: int) -> SeparatorModel:
     """The saved separator ``cfg.init`` a run starts from, refused when it does not fit the run."""
     model = SeparatorModel.from_pretrained(cfg.init)
     if model.config.latent_dim != latent_dim or model.config.objective != cfg.objective:
-        raise ValueError(
+        raise WeightsError(
             f"--init {cfg.init}: a {model.config.objective} separator over {model.config.latent_dim}-dim latents "
             f"cannot start a {cfg.objective} run over this codec's {latent_dim}-dim latents"
         )

@@ -309,3 +309,36 @@ def test_warm_start_copies_the_encoder_into_a_new_decoder_head():
     wav = torch.randn(1, 1, 3200)
     with torch.inference_mode():
         torch.testing.assert_close(target.encode(wav), source.encode(wav))
+
+
+def test_train_codec_lowers_the_mel_loss_and_resumes(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from encoders.codec_train import MultiScaleMelLoss, TrainConfig, train_codec
+    from encoders.errors import PromptsepError
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    t = np.arange(32000) / 16000
+    for i, freq in enumerate((220.0, 440.0, 990.0)):
+        sf.write(audio / f"tone{i}.wav", (0.4 * np.sin(2 * np.pi * freq * t)).astype("float32"), 16000)
+    codec_config = dict(TINY, decoder_dim=32)
+    config = TrainConfig(steps=20, batch=2, seconds=0.5, lr=3e-3, warmup_steps=1, save_every=1000, codec=codec_config)
+    wav = torch.from_numpy(sf.read(audio / "tone1.wav", dtype="float32")[0][:8000])[None, None]
+    mel = MultiScaleMelLoss(16000)
+    torch.manual_seed(config.seed)  # the run's own initialisation
+    with torch.no_grad():
+        before = mel(Codec(CodecConfig(**codec_config)).eval()(wav)[0], wav).item()
+    trained = train_codec(tmp_path / "run", config, audio_dirs=[audio])
+    with torch.no_grad():
+        after = mel(trained.eval()(wav)[0], wav).item()
+    assert after < 0.8 * before, (before, after)
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 20
+    assert Codec.from_pretrained(tmp_path / "run" / "codec").latent_dim == 8
+    # resume continues the step count; the optional adversarial loss runs with DAC's discriminator
+    resumed = TrainConfig(**{**config.__dict__, "steps": 21, "adversarial": True})
+    train_codec(tmp_path / "run", resumed, audio_dirs=[audio], resume=True)
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 21
+    with pytest.raises(PromptsepError, match="no training audio"):
+        train_codec(tmp_path / "empty", config, audio_dirs=[])

@@ -390,7 +390,7 @@ def test_train_separator_starts_from_a_saved_separator_with_init(tmp_path):
     a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((second / "config.json").read_text())["dropout"] == 0.1  # --dropout reaches an --init model
-    with pytest.raises(ValueError, match="cannot start a flow run"):
+    with pytest.raises(WeightsError, match="cannot start a flow run"):
         train_separator(TrainConfig(out=str(tmp_path / "c"), steps=1, objective="flow", init=str(first), **base))
     # --decoder-lr: the decoder trains with the separator and is written to OUT/codec; the encoder does not move
     from encoders.codec import load_default_codec
