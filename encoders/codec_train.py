@@ -463,7 +463,7 @@ def train_codec(
         torch.nn.utils.clip_grad_norm_(codec.parameters(), config.grad_clip)
         optimizers["codec"].step()
         if step % 50 == 0:
-            record = {"step": step, "total": float(total)} | {k: float(v) for k, v in losses.items()}
+            record = {"step": step, "total": total.item()} | {k: v.item() for k, v in losses.items()}
             log.write(json.dumps(record) + "\n")
             log.flush()
             progress.set_postfix(
