@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from encoders.errors import PromptsepError
+from separation.train import decode_pairs, masked_target_sisdr
 
 DECODER_PREFIXES = ("quantizer.out_proj.", "decoder.")
 
@@ -82,8 +83,6 @@ def oracle_mask_loss(codec, sources: torch.Tensor, waves: torch.Tensor, mel_loss
         sources ``(B, T, 2D)`` raw [target | residual] latents; waves ``(B, 2, T * hop)`` mixture and
         target -> ``{"sisdr": mean SI-SDR in dB, "mel": mel loss of both decoded tracks}``.
     """
-    from separation.train import decode_pairs, masked_target_sisdr
-
     decoded = decode_pairs(codec, sources)
     losses = {"sisdr": masked_target_sisdr(decoded, waves).clamp(min=-30).mean().float()}
     if mel_loss is not None:

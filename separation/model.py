@@ -132,7 +132,10 @@ class Block(nn.Module):
         self.modulation = nn.Linear(dim, 9 * dim)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
-        self.drop = nn.Dropout(config.dropout)
+        self.config = config  # the model's own config object, so set_dropout reaches every block
+
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.config.dropout, self.training) if self.config.dropout else x
 
     def forward(
         self,
@@ -253,9 +256,7 @@ class SeparatorModel(nn.Module):
         """Dropout on every block's branches from now on (recorded in the config); active in train mode only."""
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {p}")
-        self.config.dropout = p
-        for block in self.blocks:
-            block.drop.p = p
+        self.config.dropout = p  # the blocks read it from the shared config
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "SeparatorModel":

@@ -29,7 +29,9 @@ from einops import rearrange
 from tqdm import tqdm
 
 from encoders.errors import WeightsError
-from separation.inference import span_anchors
+from separation.inference import InferenceConfig, span_anchors
+from separation.masking import ratio_mask_separate
+from separation.metrics import si_sdr
 from separation.model import SeparatorConfig, SeparatorModel
 from separation.objectives import Conditioning, flow_matching_loss, regression_loss
 
@@ -347,10 +349,6 @@ def masked_target_sisdr(decoded: torch.Tensor, waves: torch.Tensor) -> torch.Ten
     Shape:
         decoded ``(2B, N)`` from :func:`decode_pairs`; waves ``(B, 2, N)`` mixture and true target -> ``(B,)``.
     """
-    from separation.inference import InferenceConfig
-    from separation.masking import ratio_mask_separate
-    from separation.metrics import si_sdr
-
     mask = InferenceConfig()
     batch, length = waves.shape[0], min(decoded.shape[-1], waves.shape[-1])
     target_est, residual_est = decoded[:batch, :length], decoded[batch:, :length]

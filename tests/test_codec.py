@@ -312,6 +312,8 @@ def test_warm_start_copies_the_encoder_into_a_new_decoder_head():
 
 
 def test_train_codec_lowers_the_mel_loss_and_resumes(tmp_path):
+    import dataclasses
+
     import numpy as np
     import soundfile as sf
 
@@ -337,7 +339,7 @@ def test_train_codec_lowers_the_mel_loss_and_resumes(tmp_path):
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 20
     assert Codec.from_pretrained(tmp_path / "run" / "codec").latent_dim == 8
     # resume continues the step count; the optional adversarial loss runs with DAC's discriminator
-    resumed = TrainConfig(**{**config.__dict__, "steps": 21, "adversarial": True})
+    resumed = dataclasses.replace(config, steps=21, adversarial=True)
     train_codec(tmp_path / "run", resumed, audio_dirs=[audio], resume=True)
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 21
     with pytest.raises(PromptsepError, match="no training audio"):
