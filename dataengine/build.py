@@ -205,13 +205,18 @@ def assign_splits(records: list[dict], seed: int) -> None:
     Within each category the keys are ordered by a seeded hash; ~10 % go to val and ~10 % to
     test (at least one each when the category has >= 3 keys). Categories with fewer keys draw
     each key's split from the same hash with 80/10/10 odds. All clips of a key share its split.
+
+    Sources are stratified within their :attr:`Source.cohort`: a source added later gets its own
+    cohort, so adding it never moves a clip of an earlier source to another split (a model
+    trained on the old library has then never seen a clip of the new val or test split).
     """
-    key_category: dict[str, str] = {}
+    key_group: dict[str, tuple[int, str]] = {}
     for record in records:
-        key_category.setdefault(record["key"], record["category"])
-    keys_by_category: dict[str, list[str]] = defaultdict(list)
-    for key, category in key_category.items():
-        keys_by_category[category].append(key)
+        source = SOURCES.get(record.get("source", ""))
+        key_group.setdefault(record["key"], (source.cohort if source else 0, record["category"]))
+    keys_by_category: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for key, group in key_group.items():
+        keys_by_category[group].append(key)
     split_of: dict[str, str] = {}
     for keys in keys_by_category.values():
         keys.sort(key=lambda k: _hash_float(seed, "split", k))

@@ -75,6 +75,7 @@ class Source:
     description: str = ""
     extra_paths: tuple[tuple[str, str], ...] = field(default=())  # (path, apt package) needed too
     uses_rules: bool = True  # categories come from the vocabulary's keyword rules (cache key includes them)
+    cohort: int = 0  # sources added later split apart from earlier ones (see build.assign_splits)
 
     def missing(self, root: Path) -> list[str]:
         """Human lines naming what is missing for this source (empty when available)."""
@@ -179,8 +180,17 @@ def load_music(score: str, soundfont: str, seed: int, max_parts: int) -> list[St
             in render_parts(score, soundfont, seed, max_parts)]
 
 
+def load_zip(archive: str, member: str) -> list[Stem]:
+    import zipfile
+
+    with zipfile.ZipFile(archive) as bundle:
+        wav, rate = decode(bundle.read(member), f"{archive}:{member}")
+    return [Stem("", None, wav, rate)]
+
+
 LOADERS: dict[str, Callable[..., list[Stem]]] = {
     "file": load_file,
+    "zip": load_zip,
     "rcc": load_rcc,
     "cat": load_cat,
     "tts": load_tts,
@@ -522,6 +532,129 @@ def list_music(root: Path, small: bool, seed: int) -> list[RawItem]:
     return items
 
 
+def _family(stem: str) -> str:
+    """A file name without its variant number: ``cattle_03`` and ``cattle_07`` are one split unit."""
+    return re.sub(r"[_ ]?\d+[a-z]?$", "", stem).lower() or stem.lower()
+
+
+def _named_items(source: str, entries: list[tuple[str, str, dict, str]], small: bool) -> list[RawItem]:
+    """RawItems from ``(relative name, category, loader args, loader)``; variants of one family share a key."""
+    items = []
+    for relative, category_name, args, loader in entries:
+        folder, _, stem = relative.rpartition("/")
+        key = f"{source}/{folder}/{_family(stem)}" if folder else f"{source}/{_family(stem)}"
+        items.append(RawItem(source, key, relative, category_name, loader, args, detail=stem.replace("_", " ")))
+    return _take(items, small)
+
+
+def _first_of_each_content(paths: list[Path]) -> list[Path]:
+    """Paths with byte-identical files dropped after the first (games ship one sound in many folders)."""
+    seen: set[str] = set()
+    kept = []
+    for path in paths:
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            kept.append(path)
+    return kept
+
+
+def _pick(text: str, table: tuple[tuple[str, str | None], ...]) -> str | None:
+    """The category of the first ``(regex, category)`` of ``table`` that matches, else the vocabulary's rules.
+
+    A table entry with category ``None`` drops the file (voice lines, interface clicks, sounds with no
+    category of their own)."""
+    lowered = text.lower()
+    for pattern, name in table:
+        if re.search(pattern, lowered):
+            return name
+    return categorize(_family(Path(text).name))
+
+
+WIDELANDS_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"music|/click|lobby|message|military/|create_construction|goldspin|fisher|farm_animal|moose|stag|scythe|weav|"
+     r"blackwood|mortar|taverns/|ping", None),
+    (r"boar", "pig"), (r"coyote", "wolf"), (r"/ox_", "cow"), (r"crickets", "insect"),
+    (r"tree_falling|falling_tools", "crash"),
+    (r"saw|stonecutter|stonemason|stonegrind|woodcutting|smith|sharpening|hammer", "tools"),
+    (r"bubble", "water"), (r"mill_turning|furnace", "machine"),
+)
+
+
+def list_widelands(root: Path, small: bool, seed: int) -> list[RawItem]:
+    base = root / "usr/share/games/widelands/data"
+    entries = []
+    for folder in ("sound", "world/critters"):
+        for path in _first_of_each_content(_audio_files(base / folder)):
+            relative = str(path.relative_to(base).with_suffix(""))
+            name = _pick(relative, WIDELANDS_TABLE)
+            if name:
+                entries.append((relative, name, {"path": str(path)}, "file"))
+    return _named_items("widelands", entries, small)
+
+
+MEGAGLEST_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"hell|good_morning|desertday", None),
+    (r"/(day|night)$", "nature"), (r"cow", "cow"),
+)
+
+
+def list_megaglest(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """The ambience and animal loops of MegaGlest's tilesets (its unit sounds are mostly voice lines)."""
+    base = root / "usr/share/games/megaglest/tilesets"
+    entries = []
+    for path in _first_of_each_content(_audio_files(base)):
+        relative = str(path.relative_to(base).with_suffix(""))
+        name = _pick(relative, MEGAGLEST_TABLE)
+        if name:
+            entries.append((relative, name, {"path": str(path)}, "file"))
+    return _named_items("megaglest", entries, small)
+
+
+ZERO_AD_ARCHIVE = "usr/share/games/0ad/mods/public/public.zip"
+ZERO_AD_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"^audio/(voice|interface|music)/|camel|generic|ram_|onager|ballist|siege_select|/ship/|amb_port", None),
+    (r"flamingo|peacock", "bird"), (r"goat", "sheep"), (r"hstep|mounted/movement", "horse"),
+    (r"elephant", "elephant"), (r"lion", "big cat"), (r"fauna/.*horse", "horse"),
+    (r"fs_|footstep|foorstep|mstep|human/movement", "footsteps"),
+    (r"human/death", "grunt"), (r"day_temperate|day_tropical|amb_farm", "nature"), (r"amb_trade", "crowd"),
+    (r"river|waterfall|wave", "stream"), (r"snowstorm|windleaves|windgust|windstorm", "wind"),
+    (r"musket", "gunshot"), (r"explode|collapse", "crash"), (r"/gate/", "door"),
+    (r"attack/impact/", "impact"), (r"attack/weapon/", "whoosh"),
+)
+
+
+def list_0ad(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """Animals, weather, water, footsteps and battle sounds from 0 A.D.'s game archive (a zip)."""
+    import zipfile
+
+    archive = root / ZERO_AD_ARCHIVE
+    if not archive.is_file():
+        return []
+    entries = []
+    with zipfile.ZipFile(archive) as bundle:
+        members = sorted(n for n in bundle.namelist() if n.startswith("audio/") and n.endswith((".ogg", ".wav")))
+    for member in members:
+        relative = member.rsplit(".", 1)[0]
+        name = _pick(relative, ZERO_AD_TABLE)
+        if name:
+            entries.append((relative, name, {"archive": str(archive), "member": member}, "zip"))
+    return _named_items("0ad", entries, small)
+
+
+FREEDESKTOP_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"audio-channel|camera|trash|screen-capture", None),
+    (r"alarm-clock", "clock"), (r"bell|phone-incoming", "bell"), (r".", "beep"),
+)
+
+
+def list_freedesktop(root: Path, small: bool, seed: int) -> list[RawItem]:
+    base = root / "usr/share/sounds/freedesktop/stereo"
+    paths = sorted(base.glob("*.oga")) if base.is_dir() else []
+    entries = [(path.stem, _pick(path.stem, FREEDESKTOP_TABLE), {"path": str(path)}, "file") for path in paths]
+    return _named_items("freedesktop", [e for e in entries if e[1]], small)
+
+
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in [
@@ -551,6 +684,13 @@ SOURCES: dict[str, Source] = {
                 "usr/share/festival/voices/us/cmu_us_slt_arctic_hts"),
                list_festival, "festival (X11-like) and festvox voices (free); sentences by promptsep",
                tools=(("text2wave", "festival"),), uses_rules=False),
+        Source("widelands", ("widelands-data",), ("usr/share/games/widelands/data/sound",), list_widelands,
+               "GPL-2+ / CC-BY-SA (per sound)", cohort=1),
+        Source("megaglest", ("megaglest-data",), ("usr/share/games/megaglest/tilesets",), list_megaglest,
+               "CC-BY-SA-3.0", cohort=1),
+        Source("0ad", ("0ad-data",), (ZERO_AD_ARCHIVE,), list_0ad, "CC-BY-SA-3.0", cohort=1),
+        Source("freedesktop", ("sound-theme-freedesktop",), ("usr/share/sounds/freedesktop/stereo",), list_freedesktop,
+               "GPL-2+ / CC-BY-SA / CC-BY", cohort=1),
     ]
 }
 

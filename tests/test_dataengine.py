@@ -194,6 +194,67 @@ def test_assign_splits_depends_on_seed_only():
     assert counts == {"train": 32, "val": 4, "test": 4}
 
 
+def test_a_later_source_never_moves_an_earlier_clip_between_splits():
+    earlier = [{"key": f"scratch/k{i}", "category": "dog", "source": "scratch"} for i in range(30)]
+    later = [{"key": f"0ad/k{i}", "category": "dog", "source": "0ad"} for i in range(25)]
+    alone = [dict(r) for r in earlier]
+    together = [dict(r) for r in earlier + later]
+    assign_splits(alone, seed=0)
+    assign_splits(together, seed=0)
+    assert SOURCES["0ad"].cohort > SOURCES["scratch"].cohort
+    assert [r["split"] for r in alone] == [r["split"] for r in together[:30]]
+    # the later cohort is stratified on its own: 10 % val and 10 % test of its 25 keys
+    assert sorted(r["split"] for r in together[30:]).count("test") == 2
+
+
+def _write_tone(path: Path, seed: int, fmt: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, _tone(seed), RATE, format=fmt)
+
+
+def test_game_sources_list_named_families_and_drop_repeats(tmp_path):
+    sound = tmp_path / "usr/share/games/widelands/data/sound"
+    for index, name in enumerate(["animals/bird1_00", "animals/bird1_01", "animals/coyote_00", "farm/ox_00",
+                                  "woodcutting/tree_falling_00", "click", "farm/farm_animal_00"]):
+        _write_tone(sound / f"{name}.ogg", index, "OGG")
+    tilesets = tmp_path / "usr/share/games/megaglest/tilesets"
+    for tileset in ("forest", "meadow"):  # the same wolf file in two tilesets is one clip
+        _write_tone(tilesets / tileset / "sounds/wolf.wav", 7)
+    _write_tone(tilesets / "forest/sounds/night.ogg", 8, "OGG")
+    widelands = {i.name: i for i in SOURCES["widelands"].lister(tmp_path, False, 0)}
+    assert {name: item.category for name, item in widelands.items()} == {
+        "sound/animals/bird1_00": "bird", "sound/animals/bird1_01": "bird", "sound/animals/coyote_00": "wolf",
+        "sound/farm/ox_00": "cow", "sound/woodcutting/tree_falling_00": "crash"}
+    # variants of one recording share a split unit; different recordings do not
+    assert widelands["sound/animals/bird1_00"].key == widelands["sound/animals/bird1_01"].key
+    assert widelands["sound/animals/bird1_00"].key != widelands["sound/animals/coyote_00"].key
+    megaglest = SOURCES["megaglest"].lister(tmp_path, False, 0)
+    assert sorted((i.name, i.category) for i in megaglest) == [("forest/sounds/night", "nature"), ("forest/sounds/wolf", "wolf")]
+
+
+def test_0ad_sounds_load_from_the_game_archive(tmp_path):
+    import zipfile
+
+    from dataengine.sources import ZERO_AD_ARCHIVE, load_item
+
+    archive = tmp_path / ZERO_AD_ARCHIVE
+    archive.parent.mkdir(parents=True)
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index, member in enumerate(["audio/actor/fauna/animal/cattle_01.ogg", "audio/actor/fauna/animal/goat_10.ogg",
+                                        "audio/ambient/water/river_slow_21.ogg", "audio/voice/greek/civ/civ_male_attack.ogg",
+                                        "art/textures/skies/readme.txt"]):
+            buffer = io.BytesIO()
+            sf.write(buffer, _tone(index), RATE, format="OGG")
+            bundle.writestr(member, buffer.getvalue())
+    items = SOURCES["0ad"].lister(tmp_path, False, 0)
+    assert [(i.name, i.category) for i in items] == [
+        ("audio/actor/fauna/animal/cattle_01", "cow"), ("audio/actor/fauna/animal/goat_10", "sheep"),
+        ("audio/ambient/water/river_slow_21", "stream")]
+    (stem,) = load_item(items[0])
+    assert stem.rate == RATE and abs(len(stem.wav) - len(_tone(0))) < RATE // 100
+    assert SOURCES["0ad"].missing(tmp_path / "elsewhere")[0].startswith("missing Debian package 0ad-data")
+
+
 def test_mixture_manifests(built):
     out, _ = built
     for split, count in (("train", 6), ("val", 5), ("test", 5)):
