@@ -685,7 +685,7 @@ SOURCES: dict[str, Source] = {
                list_festival, "festival (X11-like) and festvox voices (free); sentences by promptsep",
                tools=(("text2wave", "festival"),), uses_rules=False),
         Source("widelands", ("widelands-data",), ("usr/share/games/widelands/data/sound",), list_widelands,
-               "GPL-2+ / CC-BY-SA (per sound)", cohort=1),
+               "GPL-2+ / CC-BY-SA (per sound)", version=2, cohort=1),
         Source("megaglest", ("megaglest-data",), ("usr/share/games/megaglest/tilesets",), list_megaglest,
                "CC-BY-SA-3.0", cohort=1),
         Source("0ad", ("0ad-data",), (ZERO_AD_ARCHIVE,), list_0ad, "CC-BY-SA-3.0", cohort=1),
