@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +138,19 @@ def _process_item(task: tuple[RawItem, ProcessConfig, str, dict[str, list[str]]]
     return records
 
 
+def unique_names(items: list[RawItem]) -> list[RawItem]:
+    """Items whose names give the same clip id get a short hash of their key appended.
+
+    Clip ids (and wav file names) come from ``slug(name)``; two source files with one name (a
+    penny's description under ``us/coins`` and under ``canadian/coins``) would otherwise write one
+    file for two records, which can then sit in two splits. Names that are already unique stay as
+    they are, so the fix renames no other clip.
+    """
+    counts = Counter(slug(item.name) for item in items)
+    return [replace(item, name=f"{slug(item.name)[:52]}-{hashlib.sha1(item.key.encode()).hexdigest()[:6]}")
+            if counts[slug(item.name)] > 1 else item for item in items]
+
+
 def _worker_init() -> None:
     import torch
 
@@ -176,7 +189,7 @@ def build_source(source: Source, config: BuildConfig, emoji: dict[str, list[str]
         for old in folder.iterdir():
             old.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    items = source.lister(config.root, config.small, config.seed)
+    items = unique_names(source.lister(config.root, config.small, config.seed))
     tasks = [(item, config.process_config(), str(config.out), emoji) for item in items]
     records: list[dict] = []
     errors: list[str] = []

@@ -212,6 +212,18 @@ def _write_tone(path: Path, seed: int, fmt: str | None = None) -> None:
     sf.write(path, _tone(seed), RATE, format=fmt)
 
 
+def test_items_with_one_name_get_distinct_clip_ids():
+    from dataengine.build import unique_names
+    from dataengine.sources import RawItem, slug
+
+    items = [RawItem("tuxpaint", f"tuxpaint/{country}/coins/001penny_desc_el", "001penny-el", "greek speech", "file", {})
+             for country in ("us", "canadian")] + [RawItem("tuxpaint", "tuxpaint/dime", "dime-el", "greek speech", "file", {})]
+    named = unique_names(items)
+    ids = [slug(item.name) for item in named]
+    assert len(set(ids)) == 3 and ids[0].startswith("001penny-el-") and ids[2] == "dime-el"
+    assert [item.key for item in named] == [item.key for item in items]
+
+
 def test_game_sources_list_named_families_and_drop_repeats(tmp_path):
     sound = tmp_path / "usr/share/games/widelands/data/sound"
     for index, name in enumerate(["animals/bird1_00", "animals/bird1_01", "animals/coyote_00", "farm/ox_00",
