@@ -139,15 +139,16 @@ def _process_item(task: tuple[RawItem, ProcessConfig, str, dict[str, list[str]]]
 
 
 def unique_names(items: list[RawItem]) -> list[RawItem]:
-    """Items whose names give the same clip id get a short hash of their key appended.
+    """Items whose names give the same clip id get a short hash of their key and loader arguments appended.
 
     Clip ids (and wav file names) come from ``slug(name)``; two source files with one name (a
     penny's description under ``us/coins`` and under ``canadian/coins``) would otherwise write one
-    file for two records, which can then sit in two splits. Names that are already unique stay as
+    file for two records, which can then sit in two splits (one key can also list two files, e.g.
+wesnoth's ``mace.ogg`` in two folders). Names that are already unique stay as
     they are, so the fix renames no other clip.
     """
     counts = Counter(slug(item.name) for item in items)
-    return [replace(item, name=f"{slug(item.name)[:52]}-{hashlib.sha1(item.key.encode()).hexdigest()[:6]}")
+    return [replace(item, name=f"{slug(item.name)[:52]}-{hashlib.sha1(f'{item.key}:{sorted(item.args.items())}'.encode()).hexdigest()[:6]}")
             if counts[slug(item.name)] > 1 else item for item in items]
 
 

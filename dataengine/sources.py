@@ -663,7 +663,7 @@ SOURCES: dict[str, Source] = {
         Source("tuxpaint", ("tuxpaint-stamps-default",), ("usr/share/tuxpaint/stamps",), list_tuxpaint, "GPL-2", version=3),
         Source("openttd", ("openttd-opensfx",), ("usr/share/games/openttd/baseset/opensfx/opensfx.cat",), list_openttd, "CC-BY-3.0 / CC0 (per title)"),
         Source("minetest", ("minetest-data",), ("usr/share/games/minetest/games",), list_minetest, "CC-BY-SA-3.0 / CC0 / LGPL"),
-        Source("wesnoth", ("wesnoth-1.16-data",), ("usr/share/games/wesnoth/1.16",), list_wesnoth, "GPL-2+", version=2),
+        Source("wesnoth", ("wesnoth-1.16-data",), ("usr/share/games/wesnoth/1.16",), list_wesnoth, "GPL-2+", version=3),
         Source("supertuxkart", ("supertuxkart-data",), ("usr/share/games/supertuxkart/data",), list_supertuxkart, "CC-BY-SA / CC-BY / CC0"),
         Source("music21", ("fluidsynth", "fluid-soundfont-gm", "timgm6mb-soundfont"),
                ("", "usr/share/sounds/sf2/FluidR3_GM.sf2", "usr/share/sounds/sf2/TimGM6mb.sf2"), list_music,

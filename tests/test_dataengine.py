@@ -218,9 +218,12 @@ def test_items_with_one_name_get_distinct_clip_ids():
 
     items = [RawItem("tuxpaint", f"tuxpaint/{country}/coins/001penny_desc_el", "001penny-el", "greek speech", "file", {})
              for country in ("us", "canadian")] + [RawItem("tuxpaint", "tuxpaint/dime", "dime-el", "greek speech", "file", {})]
+    # one key, two files (wesnoth lists core/sounds/mace from two folders)
+    items += [RawItem("wesnoth", "wesnoth/core/sounds/mace", "core/sounds/mace", "impact", "file", {"path": f"/{base}/mace.ogg"})
+              for base in ("data", "sounds")]
     named = unique_names(items)
     ids = [slug(item.name) for item in named]
-    assert len(set(ids)) == 3 and ids[0].startswith("001penny-el-") and ids[2] == "dime-el"
+    assert len(set(ids)) == 5 and ids[0].startswith("001penny-el-") and ids[2] == "dime-el"
     assert [item.key for item in named] == [item.key for item in items]
 
 
