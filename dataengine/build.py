@@ -141,15 +141,20 @@ def _process_item(task: tuple[RawItem, ProcessConfig, str, dict[str, list[str]]]
 def unique_names(items: list[RawItem]) -> list[RawItem]:
     """Items whose names give the same clip id get a short hash of their key and loader arguments appended.
 
-    Clip ids (and wav file names) come from ``slug(name)``; two source files with one name (a
-    penny's description under ``us/coins`` and under ``canadian/coins``) would otherwise write one
-    file for two records, which can then sit in two splits (one key can also list two files, e.g.
-wesnoth's ``mace.ogg`` in two folders). Names that are already unique stay as
-    they are, so the fix renames no other clip.
+    Clip ids (and wav file names) come from ``slug(name)``. Two source files with one name (a
+    penny's description under ``us/coins`` and under ``canadian/coins``, or wesnoth's ``mace.ogg``
+    in two folders) would otherwise write one file for two records, which can then sit in two
+    splits. Names that are already unique stay as they are, so no other clip is renamed.
     """
     counts = Counter(slug(item.name) for item in items)
-    return [replace(item, name=f"{slug(item.name)[:52]}-{hashlib.sha1(f'{item.key}:{sorted(item.args.items())}'.encode()).hexdigest()[:6]}")
-            if counts[slug(item.name)] > 1 else item for item in items]
+    named = []
+    for item in items:
+        base = slug(item.name)
+        if counts[base] > 1:
+            digest = hashlib.sha1(f"{item.key}:{sorted(item.args.items())}".encode()).hexdigest()[:6]
+            item = replace(item, name=f"{base[:52]}-{digest}")
+        named.append(item)
+    return named
 
 
 def _worker_init() -> None:
@@ -228,11 +233,11 @@ def assign_splits(records: list[dict], seed: int) -> None:
     for record in records:
         source = SOURCES.get(record.get("source", ""))
         key_group.setdefault(record["key"], (source.cohort if source else 0, record["category"]))
-    keys_by_category: dict[tuple[int, str], list[str]] = defaultdict(list)
+    keys_by_group: dict[tuple[int, str], list[str]] = defaultdict(list)
     for key, group in key_group.items():
-        keys_by_category[group].append(key)
+        keys_by_group[group].append(key)
     split_of: dict[str, str] = {}
-    for keys in keys_by_category.values():
+    for keys in keys_by_group.values():
         keys.sort(key=lambda k: _hash_float(seed, "split", k))
         if len(keys) >= 3:
             n_val = max(1, round(len(keys) * SPLIT_FRACTIONS["val"]))

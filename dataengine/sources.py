@@ -16,6 +16,7 @@ import struct
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ElementTree
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -180,11 +181,13 @@ def load_music(score: str, soundfont: str, seed: int, max_parts: int) -> list[St
             in render_parts(score, soundfont, seed, max_parts)]
 
 
-def load_zip(archive: str, member: str) -> list[Stem]:
-    import zipfile
+@lru_cache(maxsize=4)
+def _zip(path: str) -> zipfile.ZipFile:
+    return zipfile.ZipFile(path)  # kept open per worker: 0 A.D.'s archive has a large central directory
 
-    with zipfile.ZipFile(archive) as bundle:
-        wav, rate = decode(bundle.read(member), f"{archive}:{member}")
+
+def load_zip(archive: str, member: str) -> list[Stem]:
+    wav, rate = decode(_zip(archive).read(member), f"{archive}:{member}")
     return [Stem("", None, wav, rate)]
 
 
@@ -581,16 +584,21 @@ WIDELANDS_TABLE: tuple[tuple[str, str | None], ...] = (
 )
 
 
+def _file_entries(base: Path, paths: list[Path], table: tuple[tuple[str, str | None], ...]) -> list[tuple[str, str, dict, str]]:
+    """``_named_items`` entries for the files (relative to ``base``) that ``table`` gives a category."""
+    entries = []
+    for path in paths:
+        relative = str(path.relative_to(base).with_suffix(""))
+        name = _pick(relative, table)
+        if name:
+            entries.append((relative, name, {"path": str(path)}, "file"))
+    return entries
+
+
 def list_widelands(root: Path, small: bool, seed: int) -> list[RawItem]:
     base = root / "usr/share/games/widelands/data"
-    entries = []
-    for folder in ("sound", "world/critters"):
-        for path in _first_of_each_content(_audio_files(base / folder)):
-            relative = str(path.relative_to(base).with_suffix(""))
-            name = _pick(relative, WIDELANDS_TABLE)
-            if name:
-                entries.append((relative, name, {"path": str(path)}, "file"))
-    return _named_items("widelands", entries, small)
+    paths = _first_of_each_content(_audio_files(base / "sound") + _audio_files(base / "world/critters"))
+    return _named_items("widelands", _file_entries(base, paths, WIDELANDS_TABLE), small)
 
 
 MEGAGLEST_TABLE: tuple[tuple[str, str | None], ...] = (
@@ -602,13 +610,8 @@ MEGAGLEST_TABLE: tuple[tuple[str, str | None], ...] = (
 def list_megaglest(root: Path, small: bool, seed: int) -> list[RawItem]:
     """The ambience and animal loops of MegaGlest's tilesets (its unit sounds are mostly voice lines)."""
     base = root / "usr/share/games/megaglest/tilesets"
-    entries = []
-    for path in _first_of_each_content(_audio_files(base)):
-        relative = str(path.relative_to(base).with_suffix(""))
-        name = _pick(relative, MEGAGLEST_TABLE)
-        if name:
-            entries.append((relative, name, {"path": str(path)}, "file"))
-    return _named_items("megaglest", entries, small)
+    paths = _first_of_each_content(_audio_files(base))
+    return _named_items("megaglest", _file_entries(base, paths, MEGAGLEST_TABLE), small)
 
 
 ZERO_AD_ARCHIVE = "usr/share/games/0ad/mods/public/public.zip"
@@ -626,13 +629,11 @@ ZERO_AD_TABLE: tuple[tuple[str, str | None], ...] = (
 
 def list_0ad(root: Path, small: bool, seed: int) -> list[RawItem]:
     """Animals, weather, water, footsteps and battle sounds from 0 A.D.'s game archive (a zip)."""
-    import zipfile
-
     archive = root / ZERO_AD_ARCHIVE
     if not archive.is_file():
         return []
     entries = []
-    with zipfile.ZipFile(archive) as bundle:
+    with zipfile.ZipFile(archive) as bundle:  # listed once here; loaders keep one handle per worker (_zip)
         members = sorted(n for n in bundle.namelist() if n.startswith("audio/") and n.endswith((".ogg", ".wav")))
     for member in members:
         relative = member.rsplit(".", 1)[0]
@@ -651,8 +652,7 @@ FREEDESKTOP_TABLE: tuple[tuple[str, str | None], ...] = (
 def list_freedesktop(root: Path, small: bool, seed: int) -> list[RawItem]:
     base = root / "usr/share/sounds/freedesktop/stereo"
     paths = sorted(base.glob("*.oga")) if base.is_dir() else []
-    entries = [(path.stem, _pick(path.stem, FREEDESKTOP_TABLE), {"path": str(path)}, "file") for path in paths]
-    return _named_items("freedesktop", [e for e in entries if e[1]], small)
+    return _named_items("freedesktop", _file_entries(base, paths, FREEDESKTOP_TABLE), small)
 
 
 SOURCES: dict[str, Source] = {
