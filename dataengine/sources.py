@@ -651,7 +651,7 @@ FREEDESKTOP_TABLE: tuple[tuple[str, str | None], ...] = (
 
 def list_freedesktop(root: Path, small: bool, seed: int) -> list[RawItem]:
     base = root / "usr/share/sounds/freedesktop/stereo"
-    paths = sorted(base.glob("*.oga")) if base.is_dir() else []
+    paths = _first_of_each_content(sorted(base.glob("*.oga"))) if base.is_dir() else []  # some names are symlinks
     return _named_items("freedesktop", _file_entries(base, paths, FREEDESKTOP_TABLE), small)
 
 
@@ -690,7 +690,7 @@ SOURCES: dict[str, Source] = {
                "CC-BY-SA-3.0", cohort=1),
         Source("0ad", ("0ad-data",), (ZERO_AD_ARCHIVE,), list_0ad, "CC-BY-SA-3.0", cohort=1),
         Source("freedesktop", ("sound-theme-freedesktop",), ("usr/share/sounds/freedesktop/stereo",), list_freedesktop,
-               "GPL-2+ / CC-BY-SA / CC-BY", cohort=1),
+               "GPL-2+ / CC-BY-SA / CC-BY", version=2, cohort=1),
     ]
 }
 

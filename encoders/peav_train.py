@@ -719,6 +719,8 @@ def train_encoders(
         checkpoint = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
         encoder.load_trainable_state(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        for group, base in zip(optimizer.param_groups, (cfg.lr, cfg.logit_lr)):
+            group["base_lr"] = base  # the state restores the old run's rates; this run's --lr wins
         torch.set_rng_state(checkpoint["torch_rng"])
         meta = json.loads((out / STATE_NAME).read_text())
         step = int(meta["step"])
@@ -765,7 +767,8 @@ def train_encoders(
         out_of_time = cfg.minutes > 0 and minutes_trained() > cfg.minutes
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             metrics = evaluate(encoder, cache, eval_split)
-            metrics.update({"step": step, "split": eval_split, **{k: round(v.item(), 4) for k, v in losses.items()}})
+            metrics.update({"step": step, "split": eval_split, "lr": optimizer.param_groups[0]["lr"],
+                            **{k: round(v.item(), 4) for k, v in losses.items()}})
             metrics_file.write(json.dumps(metrics) + "\n")
             metrics_file.flush()
             bar.write(json.dumps(metrics))

@@ -245,6 +245,12 @@ def test_game_sources_list_named_families_and_drop_repeats(tmp_path):
     assert widelands["sound/animals/bird1_00"].key != widelands["sound/animals/coyote_00"].key
     megaglest = SOURCES["megaglest"].lister(tmp_path, False, 0)
     assert sorted((i.name, i.category) for i in megaglest) == [("forest/sounds/night", "nature"), ("forest/sounds/wolf", "wolf")]
+    stereo = tmp_path / "usr/share/sounds/freedesktop/stereo"
+    _write_tone(stereo / "bell.oga", 9, "OGG")
+    _write_tone(stereo / "device-added.oga", 10, "OGG")
+    (stereo / "power-plug.oga").symlink_to("device-added.oga")  # the theme links names to one file
+    freedesktop = SOURCES["freedesktop"].lister(tmp_path, False, 0)
+    assert sorted((i.name, i.category) for i in freedesktop) == [("bell", "bell"), ("device-added", "beep")]
 
 
 def test_0ad_sounds_load_from_the_game_archive(tmp_path):

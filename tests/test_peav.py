@@ -271,7 +271,7 @@ def _fake_library(folder: Path) -> list:
 
 
 def test_training_runs_resumes_and_writes_a_loadable_bundle(codec, tmp_path):
-    from encoders.peav_train import EncoderTrainConfig, sigmoid_contrastive_loss, train_encoders
+    from encoders.peav_train import EncoderTrainConfig, _lr_factor, sigmoid_contrastive_loss, train_encoders
 
     clips = _fake_library(tmp_path)
     cfg = EncoderTrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), steps=2, batch_size=4, fusion_rows=2,
@@ -279,11 +279,12 @@ def test_training_runs_resumes_and_writes_a_loadable_bundle(codec, tmp_path):
     train_encoders(cfg, clips=clips, codec=codec)
     first = json.loads((tmp_path / "run" / "state.json").read_text())
     assert first["step"] == 2 and first["minutes"] > 0
-    cfg.steps = 3
+    cfg.steps, cfg.lr = 3, 5e-4
     bundle = train_encoders(cfg, resume=True, clips=clips, codec=codec)
     second = json.loads((tmp_path / "run" / "state.json").read_text())
     assert second["step"] == 3 and second["minutes"] > first["minutes"]  # the time budget spans resumes
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["lr"] == pytest.approx(5e-4 * _lr_factor(2, cfg))  # a resume takes the new --lr
     assert {"text_audio_r1", "zero_shot_acc", "image_audio_r1"} <= set(metrics[-1])
     loaded = PromptEncoder.from_pretrained(bundle, codec=codec)
     assert loaded.visual_trained
