@@ -719,7 +719,7 @@ def train_encoders(
         checkpoint = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
         encoder.load_trainable_state(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        for group, base in zip(optimizer.param_groups, (cfg.lr, cfg.logit_lr)):
+        for group, base in zip(optimizer.param_groups, (cfg.lr, cfg.logit_lr), strict=True):
             group["base_lr"] = base  # the state restores the old run's rates; this run's --lr wins
         torch.set_rng_state(checkpoint["torch_rng"])
         meta = json.loads((out / STATE_NAME).read_text())
