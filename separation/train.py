@@ -73,6 +73,9 @@ class TrainConfig:
     # do not change); the oracle latents' masked SI-SDR and mel loss keep it a codec; writes OUT/codec
     decoder_lr: float = 0.0
     decoder_mel_weight: float = 1.0
+    # > 0: also keep an exponential moving average of the weights with this decay (per step); ``final`` is then
+    # the average (the last raw weights stay in ``checkpoint``) and a resume continues it from ``checkpoint/ema``
+    ema: float = 0.0
 
 
 @dataclass
@@ -379,12 +382,14 @@ def learning_rate(cfg: TrainConfig, step: int, minutes: float) -> float:
 
 def _save_checkpoint(
     out: Path, model: SeparatorModel, optimizer, step: int, cfg: TrainConfig, losses: list[float], minutes: float,
-    codec=None,
+    codec=None, ema=None,
 ) -> None:
-    """Write ``out/checkpoint`` (with ``codec/`` when the decoder trains too)."""
+    """Write ``out/checkpoint`` (with ``codec/`` when the decoder trains too, ``ema/`` with a weight average)."""
     ckpt = out / "checkpoint"
     ckpt.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(ckpt, dtype=torch.float32)
+    if ema is not None:
+        ema.module.save_pretrained(ckpt / "ema", dtype=torch.float32)
     if codec is not None:
         codec.save_pretrained(ckpt / "codec")
     tmp = ckpt / "optimizer.pt.tmp"
@@ -402,6 +407,20 @@ def _initial_separator(cfg: TrainConfig, latent_dim: int) -> SeparatorModel:
             f"cannot start a {cfg.objective} run over this codec's {latent_dim}-dim latents"
         )
     return model
+
+
+def _weight_average(model: SeparatorModel, decay: float, saved: Path | None):
+    """An exponential moving average of ``model``'s weights (torch's ``AveragedModel``), continued from the
+    separator folder ``saved`` when it exists; ``None`` when ``decay`` is 0."""
+    if decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if saved is not None and saved.is_dir():
+        ema.module.load_state_dict(SeparatorModel.from_pretrained(saved).state_dict())
+        ema.n_averaged.fill_(1)  # not 0, which would make the next update copy the raw weights over it
+    return ema
 
 
 def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
@@ -487,6 +506,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     if resume and (ckpt / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     use_images = _visual_tower_trained(prompt_encoder)
+    ema = _weight_average(model, cfg.ema, ckpt / "ema" if resuming else None)
     started = time.monotonic()
 
     def minutes_trained() -> float:
@@ -526,6 +546,8 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         if decoder_params:
             torch.nn.utils.clip_grad_norm_(decoder_params, 1.0)
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
         losses.append(loss.item())
         bar.update(1)
@@ -535,12 +557,12 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         if feed is not None and step % cfg.feed_every == 0:
             pool.add(feed.new_examples(), cfg.pool)
         if step % cfg.save_every == 0:
-            _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained(), codec if decoder_params else None)
+            _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained(), codec if decoder_params else None, ema)
         if cfg.minutes and minutes_trained() > cfg.minutes:
             break
     bar.close()
-    _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained(), codec if decoder_params else None)
-    model.eval().save_pretrained(out / "final")
+    _save_checkpoint(out, model, optimizer, step, cfg, losses, minutes_trained(), codec if decoder_params else None, ema)
+    (model if ema is None else ema.module).eval().save_pretrained(out / "final")
     if decoder_params:
         codec.eval().requires_grad_(False)
         codec.save_pretrained(out / "codec", dtype=torch.float16)

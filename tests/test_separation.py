@@ -448,3 +448,25 @@ def test_decoder_fine_tune_trains_only_the_decoder_and_raises_the_masked_sisdr(t
     with pytest.raises(PromptsepError, match="separator-pool"):
         tune_decoder(DecoderTuneConfig(codec=str(tmp_path / "codec0"), feeds=[str(tmp_path)], out=str(tmp_path / "x"), steps=1))
     assert not (tmp_path / "x").exists()  # nothing written for a bad feed
+
+
+def test_train_separator_ema_is_the_running_average_and_survives_a_resume(tmp_path):
+    from safetensors.torch import load_file
+
+    from separation.train import TrainConfig, train_separator
+
+    _tone_library(tmp_path)
+    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), steps=1, batch=2, seconds=1.0, pool=4, refresh_every=0,
+                      hidden_dim=32, num_layers=1, warmup=1, save_every=100, threads=1, wave_items=2, wave_frames=10, ema=0.5)
+    ckpt = tmp_path / "run" / "checkpoint"
+    train_separator(cfg)
+    raw1, ema1 = (load_file(str(folder / "model.safetensors")) for folder in (ckpt, ckpt / "ema"))
+    assert all(torch.equal(ema1[k], raw1[k]) for k in raw1)  # the first update copies the weights
+    cfg.steps = 2
+    final = load_file(str(train_separator(cfg, resume=True) / "model.safetensors"))
+    raw2, ema2 = (load_file(str(folder / "model.safetensors")) for folder in (ckpt, ckpt / "ema"))
+    moved = [k for k in raw2 if not torch.equal(raw1[k], raw2[k])]
+    assert moved  # the second step changed weights, and the average sits halfway (decay 0.5)
+    for k in moved:
+        torch.testing.assert_close(ema2[k], 0.5 * (raw1[k] + raw2[k]))
+        torch.testing.assert_close(final[k].float(), ema2[k], atol=1e-3, rtol=1e-3)  # final: the average, shipped fp16
