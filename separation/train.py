@@ -180,9 +180,16 @@ def save_examples(path: Path, examples: list[_Example]) -> None:
     tmp.replace(path)
 
 
-def load_examples(path: Path) -> list[_Example]:
-    """Read examples written by :func:`save_examples`."""
-    return [_Example(**item) for item in torch.load(path, weights_only=True)]
+def load_examples(path: Path, data: str | Path | None = None) -> list[_Example]:
+    """Read examples written by :func:`save_examples`. With ``data``, a picture path that no longer exists
+    (the shards were written from another copy of the data folder) is looked up under ``data/images``."""
+    examples = [_Example(**item) for item in torch.load(path, weights_only=True)]
+    for example in examples if data is not None else []:
+        parts = Path(example.image).parts if example.image else ()
+        if "images" in parts and not Path(example.image).is_file():
+            tail = parts[len(parts) - 1 - parts[::-1].index("images") :]
+            example.image = str(Path(data).joinpath(*tail))
+    return examples
 
 
 class LatentPool:
@@ -222,8 +229,8 @@ SHARD_GLOB = "shard-*.pt"
 class PoolFeed:
     """Reads the encoded shards another process writes into a folder, each one once."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, data: str | Path | None = None) -> None:
+        self.folder, self.data = folder, data
         self.seen: set[str] = set()
 
     def new_examples(self) -> list[_Example]:
@@ -232,7 +239,7 @@ class PoolFeed:
             if path.name in self.seen:
                 continue
             self.seen.add(path.name)
-            examples += load_examples(path)
+            examples += load_examples(path, self.data)
         return examples
 
 
@@ -464,7 +471,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     cache_file = Path(cfg.pool_cache) if cfg.pool_cache else None
     if cache_file is not None and cache_file.is_file():
         pool = LatentPool(sampler, codec, [], 0, np_rng, device)
-        pool.items = load_examples(cache_file)[: cfg.pool]
+        pool.items = load_examples(cache_file, cfg.data)[: cfg.pool]
     else:
         manifest = Path(cfg.data) / "train.jsonl"
         fixed = manifest_mixtures(manifest, cfg.pool) if manifest.is_file() else []
@@ -472,7 +479,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         if cache_file is not None:
             save_examples(cache_file, pool.items)
 
-    feed = PoolFeed(Path(cfg.pool_feed)) if cfg.pool_feed else None
+    feed = PoolFeed(Path(cfg.pool_feed), cfg.data) if cfg.pool_feed else None
     step, losses, minutes_before = 0, [], 0.0
     if resuming:
         model = SeparatorModel.from_pretrained(ckpt).train()

@@ -365,6 +365,13 @@ def test_pool_shards_feed_a_training_pool(built, tmp_path):
     assert len(pool.items) == 3
     pool.add(examples[3:], limit=4)
     assert len(pool.items) == 4 and sum(e is ex for e in pool.items for ex in examples[3:]) >= 1
+    # shards written from another copy of the data folder find their pictures in this one
+    from separation.train import load_examples, save_examples
+
+    first.image = str(tmp_path / "gone" / "images" / "emoji" / "x.png")
+    save_examples(tmp_path / "old.pt", [first])
+    assert load_examples(tmp_path / "old.pt", out)[0].image == str(out / "images" / "emoji" / "x.png")
+    assert load_examples(tmp_path / "old.pt")[0].image == first.image
 
 
 def test_augmentations_keep_length_and_level():
