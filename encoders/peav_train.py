@@ -708,19 +708,16 @@ def train_encoders(
     parameters = [p for _, p in named]
     logits = [p for n, p in named if n.endswith(("logit_scale", "logit_bias"))]
     weights = [p for n, p in named if not n.endswith(("logit_scale", "logit_bias"))]
-    # The raw logit scales/biases must travel far (10 -> ~50): their own, larger, undecayed rate.
+    # The raw logit scales/biases must travel far (10 -> ~50): their own, larger, undecayed rate. The peak
+    # rates live here, not in the optimizer's groups, whose saved state a resume would bring back.
+    peak_rates = (cfg.lr, cfg.logit_lr)
     optimizer = torch.optim.AdamW(
-        [
-            {"params": weights, "lr": cfg.lr, "base_lr": cfg.lr, "weight_decay": cfg.weight_decay},
-            {"params": logits, "lr": cfg.logit_lr, "base_lr": cfg.logit_lr, "weight_decay": 0.0},
-        ]
+        [{"params": weights, "weight_decay": cfg.weight_decay}, {"params": logits, "weight_decay": 0.0}]
     )
     if resuming:
         checkpoint = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
         encoder.load_trainable_state(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        for group, base in zip(optimizer.param_groups, (cfg.lr, cfg.logit_lr), strict=True):
-            group["base_lr"] = base  # the state restores the old run's rates; this run's --lr wins
         torch.set_rng_state(checkpoint["torch_rng"])
         meta = json.loads((out / STATE_NAME).read_text())
         step = int(meta["step"])
@@ -752,8 +749,9 @@ def train_encoders(
     bar = tqdm(total=cfg.steps, initial=step, desc="train encoders")
     metrics_file = (out / METRICS_NAME).open("a")
     while step < cfg.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * _lr_factor(step, cfg, minutes_trained())
+        factor = _lr_factor(step, cfg, minutes_trained())
+        for group, peak in zip(optimizer.param_groups, peak_rates, strict=True):
+            group["lr"] = peak * factor
         losses = training_step(
             encoder, cache, sampler, cfg, text, rng, fuse=step % cfg.fusion_every == 0, extra=extra_audio
         )

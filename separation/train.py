@@ -184,12 +184,20 @@ def load_examples(path: Path, data: str | Path | None = None) -> list[_Example]:
     """Read examples written by :func:`save_examples`. With ``data``, a picture path that no longer exists
     (the shards were written from another copy of the data folder) is looked up under ``data/images``."""
     examples = [_Example(**item) for item in torch.load(path, weights_only=True)]
-    for example in examples if data is not None else []:
-        parts = Path(example.image).parts if example.image else ()
-        if "images" in parts and not Path(example.image).is_file():
-            tail = parts[len(parts) - 1 - parts[::-1].index("images") :]
-            example.image = str(Path(data).joinpath(*tail))
+    if data is not None:
+        for example in examples:
+            if example.image and not Path(example.image).is_file():
+                example.image = _rebased_image(example.image, Path(data))
     return examples
+
+
+def _rebased_image(image: str, data: Path) -> str:
+    """``image``'s path from its last ``images/`` folder on, under ``data`` (unchanged without one)."""
+    parts = Path(image).parts
+    if "images" not in parts:
+        return image
+    last = max(i for i, part in enumerate(parts) if part == "images")
+    return str(data.joinpath(*parts[last:]))
 
 
 class LatentPool:
@@ -506,9 +514,12 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.dropout is not None:
         model.set_dropout(cfg.dropout)
     model = model.to(device).train()
-    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    # each group's share of the scheduled rate; kept here, not in the groups, whose saved state a resume restores
+    lr_scales = [1.0]
+    groups = [{"params": list(model.parameters())}]
     if decoder_params:
-        groups.append({"params": decoder_params, "lr_scale": cfg.decoder_lr / cfg.lr if cfg.lr else 0.0, "weight_decay": 0.0})
+        lr_scales.append(cfg.decoder_lr / cfg.lr if cfg.lr else 0.0)
+        groups.append({"params": decoder_params, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.01)
     if resume and (ckpt / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
@@ -545,8 +556,9 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             if decoder_params:  # the decoder also learns from the true latents, and stays a codec
                 oracle = oracle_mask_loss(codec, raw[:items, offset : offset + frames], waves, mel_loss)
                 loss = loss - cfg.wave_weight * oracle["sisdr"] + cfg.decoder_mel_weight * oracle["mel"]
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step, minutes_trained()) * group.get("lr_scale", 1.0)
+        rate = learning_rate(cfg, step, minutes_trained())
+        for group, scale in zip(optimizer.param_groups, lr_scales, strict=True):
+            group["lr"] = rate * scale
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
