@@ -81,8 +81,10 @@ def score(
 
 
 # ------------------------------------------------------------------------------------ systems
-def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, System]:
-    """Every system that can run here; what cannot is named in ``notes``."""
+def build_systems(baselines_dir: Path | None, notes: list[str], bundle: str | None = None) -> dict[str, System]:
+    """Every system that can run here; what cannot is named in ``notes``. ``bundle``: promptsep's model
+    bundle (default: the embedded one); with a mask refiner in it, the same separator without the refiner
+    is scored too (``*_unrefined``)."""
     mask = mask_settings()
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
@@ -113,9 +115,12 @@ def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, Sys
     try:
         from separation.inference import Prompt, Separator
 
-        separator = Separator.from_pretrained()
+        separator = Separator.from_pretrained(bundle)
+        unrefined = None
+        if separator.refiner is not None:
+            unrefined = Separator(separator.codec, separator.prompt_encoder, separator.model)
 
-        def promptsep(kind: str) -> System:
+        def promptsep(kind: str, separator: Separator = separator) -> System:
             @torch.no_grad()
             def run(row: dict, a: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
                 if kind == "text":
@@ -133,6 +138,9 @@ def build_systems(baselines_dir: Path | None, notes: list[str]) -> dict[str, Sys
 
         systems["promptsep_text"] = promptsep("text")
         systems["promptsep_visual"] = promptsep("visual")
+        if unrefined is not None:
+            systems["promptsep_text_unrefined"] = promptsep("text", unrefined)
+            systems["promptsep_visual_unrefined"] = promptsep("visual", unrefined)
     except Exception as error:  # noqa: BLE001
         notes.append(f"promptsep skipped: {type(error).__name__}: {error}")
 
@@ -340,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baselines", default=None, help="folder with convtasnet/ and lass/ (runs/baselines)"
     )
+    parser.add_argument("--bundle", default=None, help="promptsep model bundle folder (default: the embedded one)")
     parser.add_argument("--systems", default=None, help="comma-separated subset of systems to score")
     parser.add_argument("--long", action="store_true", help="also time a 60 min input")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
@@ -360,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"manifest": args.manifest, "notes": notes}
     if not args.no_quality:
         rows = read_manifest(args.manifest, args.limit)
-        systems = build_systems(Path(args.baselines) if args.baselines else None, notes)
+        systems = build_systems(Path(args.baselines) if args.baselines else None, notes, args.bundle)
         systems = select_systems(systems, args.systems.split(",") if args.systems else None)
         summary, records = evaluate_quality(rows, systems)
         result.update(quality=summary, items=records)

@@ -1,0 +1,117 @@
+"""The mask refiner: identity at start, level invariance, persistence, its data writer, training and inference."""
+
+import json
+
+import pytest
+import torch
+from test_separation import HashPromptEncoder, _tone_library, tiny_codec, tiny_model
+
+from encoders.errors import WeightsError
+from separation.inference import InferenceConfig, Prompt, Separator
+from separation.masking import prompt_masks
+from separation.refiner import MaskRefiner, RefinerConfig
+from separation.refiner_train import (
+    RefinerTrainConfig,
+    evaluate,
+    load_refiner_shards,
+    train_refiner,
+    write_refiner_shards,
+)
+
+SMALL = RefinerConfig(channels=32, layers=2)
+
+
+def _perturbed(config: RefinerConfig = SMALL, seed: int = 0) -> MaskRefiner:
+    torch.manual_seed(seed)
+    refiner = MaskRefiner(config)
+    with torch.no_grad():
+        refiner.output.weight.normal_(0, 0.05)
+    return refiner.eval()
+
+
+def _toy_items(count: int, seed: int) -> torch.Tensor:
+    """``(count, 4, N)``: mixtures of a tone target and a noise residual, with estimates that leak into each other."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(16000) / 16000
+    freqs = 200 + 1800 * torch.rand(count, 1, generator=g)
+    target = 0.2 * torch.sin(2 * torch.pi * freqs * t)
+    residual = 0.1 * torch.randn(count, 16000, generator=g)
+    t_est, r_est = target + 0.6 * residual, residual + 0.6 * target
+    return torch.stack([target + residual, target, t_est, r_est], dim=1).half()
+
+
+def test_an_untrained_refiner_is_the_plain_ratio_mask():
+    torch.manual_seed(0)
+    mixture, targets, residuals = torch.randn(3, 2, 8000)
+    refined = MaskRefiner(SMALL).masks(mixture, targets, residuals)
+    plain = torch.cat([prompt_masks(targets[i : i + 1], residuals[i : i + 1], 512, 128, 1.0) for i in range(2)])
+    assert refined.shape == plain.shape == (2, 257, 63)
+    assert (refined - plain).abs().max() < 2e-4  # the first mask is clamped to [1e-4, 1 - 1e-4] before its logit
+
+
+def test_refined_masks_ignore_the_level_and_stay_in_range():
+    refiner = _perturbed()
+    torch.manual_seed(1)
+    mixture, targets, residuals = 0.1 * torch.randn(3, 2, 8000)
+    masks = refiner.masks(mixture, targets, residuals)
+    assert 0 < masks.min() and masks.max() < 1
+    assert (masks - MaskRefiner(SMALL).masks(mixture, targets, residuals)).abs().max() > 1e-2  # it does change them
+    louder = refiner.masks(30 * mixture, 30 * targets, 30 * residuals)
+    torch.testing.assert_close(louder, masks, atol=1e-4, rtol=1e-3)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    refiner = _perturbed()
+    refiner.save_pretrained(tmp_path / "r")
+    loaded = MaskRefiner.from_pretrained(tmp_path / "r")
+    assert loaded.config == SMALL
+    x = 0.1 * torch.randn(3, 1, 4000)
+    torch.testing.assert_close(loaded.masks(*x), refiner.half().float().masks(*x), atol=1e-4, rtol=1e-3)
+    (tmp_path / "r" / "model.safetensors").unlink()
+    with pytest.raises(WeightsError, match="model.safetensors is missing"):
+        MaskRefiner.from_pretrained(tmp_path / "r")
+
+
+def test_training_on_leaky_estimates_beats_the_plain_mask(tmp_path):
+    for name, seed in (("train", 0), ("val", 1)):
+        (tmp_path / name).mkdir()
+        torch.save([{"waves": w, "category": "tone"} for w in _toy_items(32, seed)], tmp_path / name / "refine-x-0-00000.pt")
+    cfg = RefinerTrainConfig(
+        shards=(str(tmp_path / "train"),), val=str(tmp_path / "val"), out=str(tmp_path / "run"), steps=40, batch=4,
+        lr=3e-3, warmup=1, channels=32, layers=1, eval_every=20, save_every=20, reload_every=0,
+    )
+    final = train_refiner(cfg)
+    scores = evaluate(MaskRefiner.from_pretrained(final), load_refiner_shards([tmp_path / "val"])[0])
+    assert scores["refined_mean"] > scores["plain_mean"] + 1.0, scores
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [20, 40] and "refined_median" in log[-1]
+    train_refiner(RefinerTrainConfig(**{**cfg.__dict__, "steps": 45}), resume=True)
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 45
+
+
+def test_refiner_shards_hold_the_separators_estimates(tmp_path):
+    _tone_library(tmp_path)
+    count = write_refiner_shards(str(tmp_path), tmp_path / "shards", shards=1, shard_size=2, seconds=1.0)
+    waves, categories = load_refiner_shards([tmp_path / "shards"])
+    assert count == 1 and waves.shape == (2, 4, 16000) and waves.dtype == torch.float16
+    assert set(categories) <= {"dog", "piano", "bird"}
+    assert torch.isfinite(waves).all() and (waves[:, 2:].float().abs().amax(-1) > 0).all()
+    with pytest.raises(FileNotFoundError, match="no refiner shards"):
+        load_refiner_shards([tmp_path])
+
+
+def test_a_separator_with_an_identity_refiner_matches_one_without():
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(2, 44100)
+    config = InferenceConfig(chunk_seconds=0.5, overlap_seconds=0.1)
+    plain = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), config)
+    refined = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), config, refiner=MaskRefiner(SMALL))
+    prompts = [Prompt(text="dog barking"), Prompt(text="piano")]
+    a, b = plain.separate(wav, 44100, prompts), refined.separate(wav, 44100, prompts)
+    torch.testing.assert_close(b.targets, a.targets, atol=2e-4, rtol=1e-3)
+    trained = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), config, refiner=_perturbed())
+    c = trained.separate(wav, 44100, prompts)
+    assert c.targets.shape == (2, 2, 44100) and not torch.allclose(c.targets, a.targets, atol=1e-3)
+    torch.testing.assert_close(c.targets.sum(0) + c.residual, wav, atol=1e-5, rtol=0)
+    off = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), InferenceConfig(0.5, 0.1, refine=False), refiner=_perturbed())
+    torch.testing.assert_close(off.separate(wav, 44100, prompts).targets, a.targets)
