@@ -49,6 +49,7 @@ def register(commands, train_commands) -> None:
     p.add_argument("--bundle", type=Path, default=None, help="model bundle folder (default: the embedded one)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--plain", action="store_true", help="write the decoded codec output instead of the mixture-consistent masked output")
+    p.add_argument("--no-refine", action="store_true", help="use the plain ratio mask even when the bundle has a mask refiner")
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a flow-matching separator")
     p.add_argument("--reference", type=Path, default=None, help="true target (single FILE, single prompt): print the SI-SDR improvement")
     p.set_defaults(func=run_separate)
@@ -205,7 +206,7 @@ def run_separate(args) -> int:
     jobs = _jobs(args)
     if args.reference is not None and (len(jobs) != 1 or len(jobs[0][2]) != 1):
         raise PromptError("--reference needs exactly one FILE and one prompt")
-    config = InferenceConfig(mixture_consistent=not args.plain)
+    config = InferenceConfig(mixture_consistent=not args.plain, refine=not args.no_refine)
     if args.steps:
         config.steps = args.steps
     separator = Separator.from_pretrained(args.bundle, device=args.device, config=config)

@@ -83,6 +83,18 @@ def summarize(values: Iterable[float]) -> dict[str, float | int | None]:
     return {"median": float(np.median(finite)), "mean": float(np.mean(finite)), "n": len(finite)}
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean of ``a - b`` over paired items, its 95 % bootstrap interval and how often ``a`` wins."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    diff = diff[np.isfinite(diff)]
+    if not len(diff):
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "wins": float("nan"), "n": 0}
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "wins": float((diff > 0).mean()), "n": len(diff)}
+
+
 def format_cell(value: Any, digits: int = 2) -> str:
     """Numbers with ``digits`` decimals, ``None``/NaN as an em dash, everything else as ``str``."""
     if value is None:

@@ -40,6 +40,7 @@ from benchmarks.common import (
     DEFAULT_MANIFEST,
     markdown_table,
     mask_settings,
+    paired_difference,
     peak_rss_mb,
     read_manifest,
     run_json_subprocess,
@@ -340,6 +341,24 @@ def speed_table(results: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------ main
+def paired_tables(records: list[dict]) -> dict:
+    """For each ``X`` scored beside ``X_unrefined``: the paired SI-SDRi difference (mask refiner on - off), printed."""
+    by_system: dict[str, dict] = defaultdict(dict)
+    for r in records:
+        by_system[r["system"]][r["id"]] = r["si_sdri"]
+    out = {}
+    for name in sorted(by_system):
+        other = by_system.get(f"{name}_unrefined")
+        if not other:
+            continue
+        ids = sorted(set(by_system[name]) & set(other))
+        out[name] = paired_difference([by_system[name][i] for i in ids], [other[i] for i in ids])
+        d = out[name]
+        print(f"{name} - {name}_unrefined: mean SI-SDRi difference {d['mean']:+.2f} dB "
+              f"(95 % bootstrap {d['low']:+.2f}..{d['high']:+.2f}), better on {100 * d['wins']:.0f} % of {d['n']}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", default=str(DEFAULT_MANIFEST))
@@ -374,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         summary, records = evaluate_quality(rows, systems)
         result.update(quality=summary, items=records)
         print(quality_tables(summary))
+        result["paired"] = paired_tables(records)
     if not args.no_speed:
         lengths = list(SPEED_SECONDS) + ([LONG_SECONDS] if args.long else [])
         speed = measure_speed(lengths, args.threads, args.speed_timeout)

@@ -1,7 +1,7 @@
 """The default model bundle and bundled examples, shipped as package data.
 
 A bundle is one folder with a sub-folder per component (``codec/``, ``peav/``, ``separator/``,
-``judge/``), each holding ``config.json`` and ``model.safetensors``.
+``refiner/``, ``judge/``; the last two optional), each holding ``config.json`` and ``model.safetensors``.
 """
 
 from pathlib import Path

@@ -115,3 +115,16 @@ def test_a_separator_with_an_identity_refiner_matches_one_without():
     torch.testing.assert_close(c.targets.sum(0) + c.residual, wav, atol=1e-5, rtol=0)
     off = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), InferenceConfig(0.5, 0.1, refine=False), refiner=_perturbed())
     torch.testing.assert_close(off.separate(wav, 44100, prompts).targets, a.targets)
+
+
+def test_benchmark_pairs_each_system_with_its_unrefined_twin():
+    from benchmarks.separation import paired_tables
+
+    records = [{"system": s, "id": i, "si_sdri": v} for s, vals in
+               (("promptsep_text", [3.0, 2.0, 5.0, 1.0]), ("promptsep_text_unrefined", [2.0, 2.5, 3.0, 1.0]),
+                ("convtasnet", [9.0, 9.0, 9.0, 9.0])) for i, v in enumerate(vals)]
+    paired = paired_tables(records)
+    assert list(paired) == ["promptsep_text"]
+    d = paired["promptsep_text"]
+    assert d["mean"] == pytest.approx(0.625) and d["n"] == 4 and d["wins"] == pytest.approx(0.5)
+    assert d["low"] <= d["mean"] <= d["high"]
