@@ -43,6 +43,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--channels", type=int, default=256, help="width of the network")
     t.add_argument("--layers", type=int, default=4, help="dilated residual blocks")
+    t.add_argument("--cond", action="store_true", help="condition the refiner on the pooled prompt embedding (FiLM)")
     t.add_argument("--eval-every", type=int, default=200, help="steps between validation measurements")
     t.add_argument("--threads", type=int, default=1, help="CPU threads")
     t.add_argument("--device", default="cpu")
@@ -68,7 +69,7 @@ def run_train(args) -> int:
 
     cfg = RefinerTrainConfig(
         shards=tuple(args.shards), val=args.val, out=args.out, steps=args.steps, minutes=args.minutes,
-        batch=args.batch, lr=args.lr, channels=args.channels, layers=args.layers, eval_every=args.eval_every,
+        batch=args.batch, lr=args.lr, channels=args.channels, layers=args.layers, cond=args.cond, eval_every=args.eval_every,
         threads=args.threads, device=args.device,
     )
     try:

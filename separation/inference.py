@@ -261,19 +261,23 @@ class Separator:
         floor = level * 10 ** (-self.config.max_input_gain_db / 20)
         return level / chunks.float().pow(2).mean(-1).sqrt().clamp(min=floor)
 
-    def masks(self, mixture: torch.Tensor, targets: torch.Tensor, residuals: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    def masks(
+        self, mixture: torch.Tensor, targets: torch.Tensor, residuals: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, int, int]:
         """Per-prompt masks on the model-rate mixture's STFT, scaled to sum to at most one, with that STFT's
         ``n_fft`` and ``hop``: the refiner's when the bundle has one (and ``config.refine``), else
         the plain ratio masks of :func:`~separation.masking.prompt_masks`.
 
         Shape:
-            mixture ``(N,)`` mono at the model rate; targets, residuals ``(P, N)`` -> ``(P, F, frames)``.
+            mixture ``(N,)`` mono at the model rate; targets, residuals ``(P, N)``; cond ``(P, E)`` the pooled
+            prompt embeddings (read by a prompt-conditioned refiner) -> ``(P, F, frames)``.
         """
         cfg = self.config
         if self.refiner is None or not cfg.refine:
             return prompt_masks(targets, residuals, cfg.n_fft, cfg.hop, cfg.mask_power), cfg.n_fft, cfg.hop
         device = self.device
-        masks = self.refiner.masks(mixture.to(device), targets.to(device), residuals.to(device)).cpu()
+        cond = cond.to(device) if cond is not None else None
+        masks = self.refiner.masks(mixture.to(device), targets.to(device), residuals.to(device), cond).cpu()
         masks = masks / masks.sum(0, keepdim=True).clamp(min=1.0)
         return masks, self.refiner.config.n_fft, self.refiner.config.hop
 
@@ -284,12 +288,13 @@ class Separator:
         targets: torch.Tensor,
         residuals: torch.Tensor,
         rate: int,
+        cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Turn decoded estimates of one chunk into per-prompt targets at the input rate.
 
         Shape:
             mix_chunk ``(C, L)`` at ``rate``; model_chunk ``(N,)`` its mono mix at the model rate;
-            targets/residuals ``(P, N)`` -> ``(P, C, L)``.
+            targets/residuals ``(P, N)``; cond ``(P, E)`` pooled prompt embeddings -> ``(P, C, L)``.
         """
         cfg = self.config
         channels, length = mix_chunk.shape
@@ -297,7 +302,7 @@ class Separator:
             out = resample(targets, self.sample_rate, rate)[..., :length]
             out = torch.nn.functional.pad(out, (0, length - out.shape[-1]))
             return out[:, None].expand(-1, channels, -1).clone()
-        masks, n_fft, hop = self.masks(model_chunk, targets, residuals)
+        masks, n_fft, hop = self.masks(model_chunk, targets, residuals, cond)
         ratio = rate / self.sample_rate
         n_fft, hop = max(16, round(n_fft * ratio)), max(4, round(hop * ratio))
         spec = stft(mix_chunk, n_fft, hop)  # (C, F, T)
@@ -407,6 +412,7 @@ class Separator:
         fade = min(round(cfg.overlap_seconds * rate), chunk // 2)
         starts = _chunk_starts(total, chunk, chunk - fade)
         generator = torch.Generator(device=self.device).manual_seed(seed)
+        prompt_cond = torch.cat([c.cond for c in conditions])  # (P, E)
         hop = self.codec.hop_length
         base = 0  # padded position of out[..., 0]
         out = torch.zeros(len(prompts), channels, 0)
@@ -435,7 +441,9 @@ class Separator:
             for i, s in enumerate(batch_starts):
                 mix_chunk = mix_chunks[i]
                 n_model = model_chunks[i].shape[-1]
-                pieces = self._apply(mix_chunk, model_chunks[i], targets[i, :, :n_model], residuals[i, :, :n_model], rate)
+                pieces = self._apply(
+                    mix_chunk, model_chunks[i], targets[i, :, :n_model], residuals[i, :, :n_model], rate, prompt_cond
+                )
                 w = _fade_weights(mix_chunk.shape[-1], fade, s == 0, s + chunk >= total)
                 region = slice(s - base, s - base + mix_chunk.shape[-1])
                 out[..., region] += pieces * w

@@ -38,6 +38,7 @@ class RefinerConfig:
     channels: int = 256
     layers: int = 4
     power: float = 1.0  # of the first ratio mask |T|^p / (|T|^p + |R|^p)
+    cond_dim: int = 0  # > 0: every block is modulated (FiLM) by the pooled prompt embedding of this size
 
     @classmethod
     def from_json(cls, path: Path) -> "RefinerConfig":
@@ -54,16 +55,25 @@ class _FrameNorm(nn.LayerNorm):
 
 
 class _Block(nn.Module):
-    """Pre-norm residual block: dilated temporal conv, GELU, pointwise conv."""
+    """Pre-norm residual block: dilated temporal conv, GELU, pointwise conv; the norm's output is scaled and
+    shifted by the prompt embedding when ``cond_dim`` > 0 (zero-initialised, so it starts unconditioned)."""
 
-    def __init__(self, channels: int, dilation: int) -> None:
+    def __init__(self, channels: int, dilation: int, cond_dim: int = 0) -> None:
         super().__init__()
         self.norm = _FrameNorm(channels)
         self.conv = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
         self.mix = nn.Conv1d(channels, channels, 1)
+        self.film = nn.Linear(cond_dim, 2 * channels) if cond_dim else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.mix(F.gelu(self.conv(self.norm(x))))
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        h = self.norm(x)
+        if self.film is not None and cond is not None:
+            scale, shift = self.film(cond)[..., None].chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        return x + self.mix(F.gelu(self.conv(h)))
 
 
 class MaskRefiner(nn.Module):
@@ -75,18 +85,18 @@ class MaskRefiner(nn.Module):
         bins = self.config.n_fft // 2 + 1
         width = self.config.channels
         self.input = nn.Conv1d(4 * bins, width, 5, padding=2)
-        self.blocks = nn.ModuleList(_Block(width, 2**i) for i in range(self.config.layers))
+        self.blocks = nn.ModuleList(_Block(width, 2**i, self.config.cond_dim) for i in range(self.config.layers))
         self.norm = _FrameNorm(width)
         self.output = nn.Conv1d(width, bins, 1)
         nn.init.zeros_(self.output.weight)  # starts as the identity: the plain ratio mask
         nn.init.zeros_(self.output.bias)
 
-    def masks(self, mixture: Tensor, targets: Tensor, residuals: Tensor) -> Tensor:
+    def masks(self, mixture: Tensor, targets: Tensor, residuals: Tensor, cond: Tensor | None = None) -> Tensor:
         """Refined masks of each estimate pair on the mixture's STFT grid (``config.n_fft`` / ``hop``).
 
         Shape:
-            mixture ``(N,)`` shared or ``(B, N)`` one per pair; targets, residuals ``(B, N)`` ->
-            masks ``(B, F, frames)`` in (0, 1).
+            mixture ``(N,)`` shared or ``(B, N)`` one per pair; targets, residuals ``(B, N)``; cond ``(B, E)``
+            pooled prompt embeddings (used when ``config.cond_dim`` > 0) -> masks ``(B, F, frames)`` in (0, 1).
         """
         cfg = self.config
         if mixture.dim() == 1:
@@ -99,17 +109,17 @@ class MaskRefiner(nn.Module):
         features = torch.cat([logs[0], logs[1], logs[2], 2 * first - 1], dim=1)  # (B, 4F, T)
         x = self.input(features)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, cond)
         delta = self.output(F.gelu(self.norm(x)))
         return torch.sigmoid(torch.logit(first.clamp(LOGIT_CLAMP, 1 - LOGIT_CLAMP)) + delta)
 
-    def separate(self, mixture: Tensor, targets: Tensor, residuals: Tensor) -> Tensor:
+    def separate(self, mixture: Tensor, targets: Tensor, residuals: Tensor, cond: Tensor | None = None) -> Tensor:
         """Mixture-consistent targets with the refined masks. Shape: as :meth:`masks` -> ``(B, N)``."""
         cfg = self.config
         if mixture.dim() == 1:
             mixture = mixture.expand_as(targets)
         spec = stft(mixture, cfg.n_fft, cfg.hop)
-        return istft(self.masks(mixture, targets, residuals) * spec, cfg.n_fft, cfg.hop, mixture.shape[-1])
+        return istft(self.masks(mixture, targets, residuals, cond) * spec, cfg.n_fft, cfg.hop, mixture.shape[-1])
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype = torch.float16) -> None:
         """Write ``config.json`` and ``model.safetensors`` (weights cast to ``dtype``)."""

@@ -105,22 +105,41 @@ def load_refiner_shards(folders: list[str | Path], limit: int = 0) -> tuple[torc
     return torch.stack(waves), categories
 
 
-def refined_sisdr(refiner: MaskRefiner, waves: torch.Tensor) -> torch.Tensor:
-    """SI-SDR (dB) of the refined mixture-consistent target. Shape: ``(B, 4, N)`` -> ``(B,)``."""
-    output = refiner.separate(waves[:, 0], waves[:, 2], waves[:, 3])
+def refined_sisdr(refiner: MaskRefiner, waves: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """SI-SDR (dB) of the refined mixture-consistent target. Shape: ``(B, 4, N)``, cond ``(B, E)`` -> ``(B,)``."""
+    output = refiner.separate(waves[:, 0], waves[:, 2], waves[:, 3], cond)
     return si_sdr(output, waves[:, 1])
 
 
+class CategoryPrompts:
+    """Pooled text embeddings of paraphrases of a category (the bundle's PE-AV text tower, cached)."""
+
+    def __init__(self) -> None:
+        from dataengine.vocabulary import CATEGORIES
+        from encoders.peav import load_default_prompt_encoder
+        from separation.train import PromptCache
+
+        self.cache = PromptCache(load_default_prompt_encoder())
+        self.cache.warm([phrase for category in CATEGORIES.values() for phrase in category.phrasings])
+
+    def __call__(self, categories: list[str], rng: np.random.Generator) -> torch.Tensor:
+        from dataengine.vocabulary import paraphrase
+
+        return torch.stack([self.cache.text_item(paraphrase(c, rng))[0] for c in categories])
+
+
 @torch.no_grad()
-def evaluate(refiner: MaskRefiner, waves: torch.Tensor, batch: int = 16) -> dict:
-    """Median / mean SI-SDR improvement (dB) of the refined and of the plain ratio mask on ``(M, 4, N)``."""
+def evaluate(refiner: MaskRefiner, waves: torch.Tensor, batch: int = 16, cond: torch.Tensor | None = None) -> dict:
+    """Median / mean SI-SDR improvement (dB) of the refined and of the plain ratio mask on ``(M, 4, N)``
+    (``cond`` ``(M, E)``: the items' prompt embeddings for a conditioned refiner)."""
     plain = MaskRefiner(refiner.config)  # zero last layer: exactly the plain ratio mask
     refined, base, mix = [], [], []
     was_training = refiner.training
     refiner.eval()
     for start in range(0, len(waves), batch):
         part = waves[start : start + batch].float()
-        refined.append(refined_sisdr(refiner, part))
+        part_cond = cond[start : start + batch] if cond is not None else None
+        refined.append(refined_sisdr(refiner, part, part_cond))
         base.append(refined_sisdr(plain, part))
         mix.append(si_sdr(part[:, 0], part[:, 1]))
     refiner.train(was_training)
@@ -145,6 +164,8 @@ class RefinerTrainConfig:
     warmup: int = 100
     channels: int = 256
     layers: int = 4
+    cond: bool = False  # condition on the pooled prompt embedding (a paraphrase of the item's category)
+    cond_dropout: float = 0.1  # share of training items whose prompt embedding is zeroed
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
@@ -174,14 +195,24 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         state = json.loads((ckpt / "state.json").read_text())
         step, minutes_before = state["step"], state["minutes"]
     else:
-        refiner = MaskRefiner(RefinerConfig(channels=cfg.channels, layers=cfg.layers))
+        prompts_dim = 0
+        if cfg.cond:
+            from encoders.peav import load_default_prompt_encoder
+
+            prompts_dim = load_default_prompt_encoder().embed_dim
+        refiner = MaskRefiner(RefinerConfig(channels=cfg.channels, layers=cfg.layers, cond_dim=prompts_dim))
         step, minutes_before = 0, 0.0
     refiner = refiner.to(device).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=cfg.lr, weight_decay=0.01)
     if resuming and (ckpt / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    waves, _ = load_refiner_shards(list(cfg.shards))
-    val = load_refiner_shards([cfg.val])[0] if cfg.val else None
+    waves, categories = load_refiner_shards(list(cfg.shards))
+    val, val_cond = load_refiner_shards([cfg.val]) if cfg.val else (None, None)
+    prompts = CategoryPrompts() if refiner.config.cond_dim else None
+    if prompts is not None and val is not None:
+        val_cond = prompts(val_cond, np.random.default_rng(0))
+    else:
+        val_cond = None
     started, losses = time.monotonic(), []
 
     def minutes_trained() -> float:
@@ -198,9 +229,14 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, desc="train refiner")
     while step < cfg.steps:
         if cfg.reload_every and step and step % cfg.reload_every == 0:
-            waves, _ = load_refiner_shards(list(cfg.shards))
-        batch = waves[torch.from_numpy(rng.integers(0, len(waves), cfg.batch))].float().to(device)
-        loss = -refined_sisdr(refiner, batch).clamp(min=-30).mean()
+            waves, categories = load_refiner_shards(list(cfg.shards))
+        picks = rng.integers(0, len(waves), cfg.batch)
+        batch = waves[torch.from_numpy(picks)].float().to(device)
+        cond = None
+        if prompts is not None:
+            cond = prompts([categories[i] for i in picks], rng)
+            cond = (cond * torch.from_numpy(rng.random(cfg.batch) >= cfg.cond_dropout)[:, None]).to(device)
+        loss = -refined_sisdr(refiner, batch, cond).clamp(min=-30).mean()
         rate = _rate(cfg, step, minutes_trained())
         for group in optimizer.param_groups:
             group["lr"] = rate
@@ -214,7 +250,7 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", items=len(waves))
         record = None
         if val is not None and step % cfg.eval_every == 0:
-            record = {"step": step, "loss": float(np.mean(losses[-cfg.eval_every :])), "lr": rate, **evaluate(refiner, val)}
+            record = {"step": step, "loss": float(np.mean(losses[-cfg.eval_every :])), "lr": rate, **evaluate(refiner, val, cond=val_cond)}
             bar.write(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         elif step % cfg.eval_every == 0:
             record = {"step": step, "loss": float(np.mean(losses[-cfg.eval_every :])), "lr": rate}

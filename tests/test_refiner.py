@@ -128,3 +128,21 @@ def test_benchmark_pairs_each_system_with_its_unrefined_twin():
     d = paired["promptsep_text"]
     assert d["mean"] == pytest.approx(0.625) and d["n"] == 4 and d["wins"] == pytest.approx(0.5)
     assert d["low"] <= d["mean"] <= d["high"]
+
+
+def test_a_prompt_conditioned_refiner_starts_unconditioned_and_then_reads_the_prompt():
+    config = RefinerConfig(channels=32, layers=2, cond_dim=32)  # the size of HashPromptEncoder's embeddings
+    refiner = _perturbed(config)
+    torch.manual_seed(2)
+    x, cond = 0.1 * torch.randn(3, 2, 8000), torch.randn(2, 32)
+    torch.testing.assert_close(refiner.masks(*x, cond), refiner.masks(*x))  # FiLM starts at zero
+    with torch.no_grad():
+        for block in refiner.blocks:
+            block.film.weight.normal_(0, 0.5)
+    assert (refiner.masks(*x, cond) - refiner.masks(*x, -cond)).abs().max() > 1e-3
+    separator = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), InferenceConfig(0.5, 0.1), refiner=refiner)
+    wav = 0.1 * torch.randn(1, 16000)
+    dog, piano = (separator.separate(wav, 16000, p).targets for p in ("dog barking", "piano"))
+    plain = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), InferenceConfig(0.5, 0.1, refine=False))
+    assert dog.shape == piano.shape == (1, 1, 16000)
+    assert not torch.allclose(dog, plain.separate(wav, 16000, "dog barking").targets, atol=1e-4)
