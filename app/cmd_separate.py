@@ -98,6 +98,11 @@ def register(commands, train_commands) -> None:
         help="also keep an exponential moving average of the weights with this per-step decay (e.g. 0.999) and "
         "write it as OUT/final (0: off, OUT/final is the last weights)",
     )
+    t.add_argument(
+        "--refiner", default="",
+        help="mask refiner folder (promptsep train refiner): the waveform loss scores its refined mask, so the "
+        "separator learns to feed it; the refiner stays frozen (default: the plain ratio mask)",
+    )
     t.add_argument("--device", default="cpu")
     t.add_argument("--resume", action="store_true", help="continue OUT/checkpoint (its step count, optimizer and schedule)")
     t.set_defaults(func=run_train)
@@ -281,7 +286,7 @@ def run_train(args) -> int:
         seed=args.seed, device=args.device, codec=args.codec, wave_weight=args.wave_weight,
         latent_weight=args.latent_weight, pool_feed=args.pool_feed, feed_every=args.feed_every,
         wave_items=args.wave_items, wave_frames=args.wave_frames, warmup=args.warmup, init=args.init,
-        decoder_lr=args.decoder_lr, ema=args.ema,
+        decoder_lr=args.decoder_lr, ema=args.ema, refiner=args.refiner,
     )
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")

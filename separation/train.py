@@ -76,6 +76,9 @@ class TrainConfig:
     # > 0: also keep an exponential moving average of the weights with this decay (per step); ``final`` is then
     # the average (the last raw weights stay in ``checkpoint``) and a resume continues it from ``checkpoint/ema``
     ema: float = 0.0
+    # a mask refiner folder (``promptsep train refiner``): the waveform loss scores its refined mask instead of
+    # the plain ratio mask, so the separator learns to feed the refiner; the refiner stays frozen
+    refiner: str = ""
 
 
 @dataclass
@@ -360,9 +363,10 @@ def decode_pairs(codec, sources: torch.Tensor) -> torch.Tensor:
     return codec.decode(latents)[:, 0]
 
 
-def masked_target_sisdr(decoded: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
+def masked_target_sisdr(decoded: torch.Tensor, waves: torch.Tensor, refiner=None) -> torch.Tensor:
     """SI-SDR (dB) of the mixture-consistent target, the ratio mask of decoded target and residual
-    applied to the mixture with the settings inference uses (:class:`~separation.inference.InferenceConfig`).
+    applied to the mixture with the settings inference uses (:class:`~separation.inference.InferenceConfig`),
+    or the mask of ``refiner`` (a :class:`~separation.refiner.MaskRefiner`) when one is given.
 
     Shape:
         decoded ``(2B, N)`` from :func:`decode_pairs`; waves ``(B, 2, N)`` mixture and true target -> ``(B,)``.
@@ -371,11 +375,15 @@ def masked_target_sisdr(decoded: torch.Tensor, waves: torch.Tensor) -> torch.Ten
     batch, length = waves.shape[0], min(decoded.shape[-1], waves.shape[-1])
     target_est, residual_est = decoded[:batch, :length], decoded[batch:, :length]
     mixture, target = waves[:, 0, :length], waves[:, 1, :length]
+    if refiner is not None:
+        return si_sdr(refiner.separate(mixture, target_est, residual_est), target)
     output, _ = ratio_mask_separate(mixture, target_est, residual_est, mask.n_fft, mask.hop, mask.mask_power)
     return si_sdr(output, target)
 
 
-def consistent_output_loss(model: SeparatorModel, codec, estimate: torch.Tensor, waves: torch.Tensor) -> torch.Tensor:
+def consistent_output_loss(
+    model: SeparatorModel, codec, estimate: torch.Tensor, waves: torch.Tensor, refiner=None
+) -> torch.Tensor:
     """Mean negative SI-SDR (dB) of the mixture-consistent target built from predicted latents.
 
     Shape:
@@ -383,7 +391,7 @@ def consistent_output_loss(model: SeparatorModel, codec, estimate: torch.Tensor,
         true target at the codec rate -> scalar.
     """
     raw = torch.cat([model.denormalize(part) for part in estimate.chunk(2, -1)], dim=-1)
-    return -masked_target_sisdr(decode_pairs(codec, raw), waves).clamp(min=-30).mean()
+    return -masked_target_sisdr(decode_pairs(codec, raw), waves, refiner).clamp(min=-30).mean()
 
 
 def learning_rate(cfg: TrainConfig, step: int, minutes: float) -> float:
@@ -468,6 +476,11 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         mel_loss = MultiScaleMelLoss(codec.sample_rate).to(device)
     # checked before the prompt cache and the pool are built, which can take minutes
     initial = _initial_separator(cfg, codec.latent_dim) if cfg.init and not resuming else None
+    refiner = None
+    if cfg.refiner:
+        from separation.refiner import MaskRefiner
+
+        refiner = MaskRefiner.from_pretrained(cfg.refiner).to(device).eval().requires_grad_(False)
     prompt_encoder = load_default_prompt_encoder(codec=codec)
     cache = PromptCache(prompt_encoder)
     from dataengine.vocabulary import CATEGORIES
@@ -552,7 +565,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             waves = torch.stack([e.waves for e in examples[:items]]).float().to(device)
             waves = waves[..., offset * hop : (offset + frames) * hop]
             crop = estimate[:items, offset : offset + frames]
-            loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, crop, waves)
+            loss = loss + cfg.wave_weight * consistent_output_loss(model, codec, crop, waves, refiner)
             if decoder_params:  # the decoder also learns from the true latents, and stays a codec
                 oracle = oracle_mask_loss(codec, raw[:items, offset : offset + frames], waves, mel_loss)
                 loss = loss - cfg.wave_weight * oracle["sisdr"] + cfg.decoder_mel_weight * oracle["mel"]
