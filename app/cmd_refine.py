@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from app.cmd_separate import add_shard_writer_arguments, check_shard_budget
 from encoders.errors import PromptsepError
 
 
@@ -16,16 +15,9 @@ def register(commands, train_commands) -> None:
         "mixture, true target and both estimates as shard files into OUT for 'promptsep train refiner'. "
         "Use --split val for the folder that validates a refiner run.",
     )
-    f.add_argument("--data", default="data", help="data-engine folder (promptsep data build)")
-    f.add_argument("--out", required=True, type=Path, help="shard folder")
+    add_shard_writer_arguments(f)
     f.add_argument("--bundle", default="", help="bundle whose codec and separator make the estimates (default: the embedded one)")
     f.add_argument("--split", choices=["train", "val"], default="train", help="which split's sources to mix (train: augmented)")
-    f.add_argument("--shards", type=int, default=0, help="stop after this many shards (0: no limit)")
-    f.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)")
-    f.add_argument("--shard-size", type=int, default=16, help="mixtures per shard")
-    f.add_argument("--seed", type=int, default=1, help="random seed (also names the shards; use one per producer)")
-    f.add_argument("--threads", type=int, default=1, help="CPU threads")
-    f.add_argument("--device", default="cpu")
     f.set_defaults(func=run_pool)
 
     t = train_commands.add_parser(
@@ -54,8 +46,7 @@ def register(commands, train_commands) -> None:
 def run_pool(args) -> int:
     from separation.refiner_train import write_refiner_shards
 
-    if not args.shards and not args.minutes:
-        raise PromptsepError("train refiner-pool needs --shards N or --minutes M (it would otherwise run forever)")
+    check_shard_budget(args, "train refiner-pool")
     count = write_refiner_shards(
         args.data, args.out, args.bundle, split=args.split, shard_size=args.shard_size, shards=args.shards,
         minutes=args.minutes, seed=args.seed, threads=args.threads, device=args.device,

@@ -27,6 +27,24 @@ def _parse_span(text: str) -> tuple[float, float]:
     return start, end
 
 
+def add_shard_writer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command that writes training shards shares: data, output folder, budget, size, seed, device."""
+    parser.add_argument("--data", default="data", help="data-engine folder (promptsep data build)")
+    parser.add_argument("--out", required=True, type=Path, help="shard folder")
+    parser.add_argument("--shards", type=int, default=0, help="stop after this many shards (0: no limit)")
+    parser.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)")
+    parser.add_argument("--shard-size", type=int, default=16, help="mixtures per shard")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (also names the shards; use one per producer)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument("--device", default="cpu")
+
+
+def check_shard_budget(args, command: str) -> None:
+    """Refuse a shard writer with neither ``--shards`` nor ``--minutes``: it would never stop."""
+    if not args.shards and not args.minutes:
+        raise PromptsepError(f"{command} needs --shards N or --minutes M (it would otherwise run forever)")
+
+
 def register(commands, train_commands) -> None:
     p = commands.add_parser(
         "separate",
@@ -113,15 +131,8 @@ def register(commands, train_commands) -> None:
         "files into OUT, where 'promptsep train separator --pool-feed OUT' picks them up. Run it beside training "
         "(e.g. one CPU thread each) so the separator sees new mixtures without spending its own time encoding.",
     )
-    f.add_argument("--data", default="data", help="data-engine folder (promptsep data build)")
-    f.add_argument("--out", required=True, type=Path, help="shard folder")
+    add_shard_writer_arguments(f)
     f.add_argument("--codec", default="", help="codec folder (default: the bundle's codec); must be the training run's codec")
-    f.add_argument("--shards", type=int, default=0, help="stop after this many shards (0: no limit)")
-    f.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)")
-    f.add_argument("--shard-size", type=int, default=16, help="mixtures per shard")
-    f.add_argument("--seed", type=int, default=1, help="random seed (also names the shards; use one per producer)")
-    f.add_argument("--threads", type=int, default=1, help="CPU threads")
-    f.add_argument("--device", default="cpu")
     f.set_defaults(func=run_pool)
 
     d = train_commands.add_parser(
@@ -253,11 +264,9 @@ def _report_reference(reference: Path, mixture, rate: int, target) -> None:
 
 
 def run_pool(args) -> int:
-    from encoders.errors import PromptsepError
     from separation.train import write_pool_shards
 
-    if not args.shards and not args.minutes:
-        raise PromptsepError("train separator-pool needs --shards N or --minutes M (it would otherwise run forever)")
+    check_shard_budget(args, "train separator-pool")
     count = write_pool_shards(
         args.data, args.out, args.codec, shard_size=args.shard_size, shards=args.shards, minutes=args.minutes,
         seed=args.seed, threads=args.threads, device=args.device,

@@ -22,7 +22,7 @@ from einops import rearrange
 
 from encoders.audio_io import load_audio, resample
 from encoders.errors import PromptError
-from separation.masking import carry_masks, istft, prompt_masks, stft
+from separation.masking import carry_masks, istft, prompt_masks, share_masks, stft
 from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorModel
 from separation.objectives import Conditioning, predict_sources
 
@@ -278,8 +278,7 @@ class Separator:
         device = self.device
         cond = cond.to(device) if cond is not None else None
         masks = self.refiner.masks(mixture.to(device), targets.to(device), residuals.to(device), cond).cpu()
-        masks = masks / masks.sum(0, keepdim=True).clamp(min=1.0)
-        return masks, self.refiner.config.n_fft, self.refiner.config.hop
+        return share_masks(masks), self.refiner.config.n_fft, self.refiner.config.hop
 
     def _apply(
         self,

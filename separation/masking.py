@@ -28,16 +28,24 @@ def istft(spec: Tensor, n_fft: int, hop: int, length: int) -> Tensor:
     return wav.reshape(*spec.shape[:-2], length)
 
 
+def ratio_mask(target_mag: Tensor, residual_mag: Tensor, power: float) -> Tensor:
+    """``|T|^p / (|T|^p + |R|^p)`` of two magnitude spectrograms (same shape in and out), in [0, 1]."""
+    t_pow, r_pow = target_mag.pow(power), residual_mag.pow(power)
+    return t_pow / (t_pow + r_pow + EPS)
+
+
+def share_masks(masks: Tensor) -> Tensor:
+    """Scale the masks of P prompts ``(P, F, frames)`` so that they sum to at most one in every bin."""
+    return masks / masks.sum(0, keepdim=True).clamp(min=1.0)
+
+
 def prompt_masks(targets: Tensor, residuals: Tensor, n_fft: int, hop: int, power: float) -> Tensor:
     """Ratio masks of P prompts from decoded estimates, scaled so that they sum to at most one.
 
     Shape:
         targets, residuals ``(P, N)`` -> masks ``(P, F, frames)`` in [0, 1] with ``sum_p <= 1``.
     """
-    t_mag = stft(targets, n_fft, hop).abs().pow(power)
-    r_mag = stft(residuals, n_fft, hop).abs().pow(power)
-    masks = t_mag / (t_mag + r_mag + EPS)
-    return masks / masks.sum(0, keepdim=True).clamp(min=1.0)
+    return share_masks(ratio_mask(stft(targets, n_fft, hop).abs(), stft(residuals, n_fft, hop).abs(), power))
 
 
 def carry_masks(masks: Tensor, n_bins: int, n_frames: int) -> Tensor:

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from encoders.errors import WeightsError
-from separation.masking import EPS, istft, stft
+from separation.masking import istft, ratio_mask, stft
 
 MAG_FLOOR = 1e-5  # magnitude floor (relative to a unit-RMS mixture) of the log features
 LOGIT_CLAMP = 1e-4  # the first mask is clamped to [c, 1 - c] before its logit
@@ -104,8 +104,7 @@ class MaskRefiner(nn.Module):
             mixture = mixture.expand_as(targets)
         scale = mixture.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-6)  # (B, 1)
         mags = stft(torch.stack([mixture, targets, residuals]) / scale, cfg.n_fft, cfg.hop).abs()  # (3, B, F, T)
-        t_pow, r_pow = mags[1].pow(cfg.power), mags[2].pow(cfg.power)
-        first = t_pow / (t_pow + r_pow + EPS)
+        first = ratio_mask(mags[1], mags[2], cfg.power)
         logs = torch.log(mags + MAG_FLOOR)
         features = torch.cat([logs[0], logs[1], logs[2], 2 * first - 1], dim=1)  # (B, 4F, T)
         x = self.input(features)

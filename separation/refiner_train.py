@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from separation.metrics import si_sdr
 from separation.refiner import MaskRefiner, RefinerConfig
+from separation.train import save_atomically
 
 SHARD_GLOB = "refine-*.pt"
 
@@ -38,7 +39,6 @@ def write_refiner_shards(
     from einops import rearrange
 
     from dataengine.mixing import MixtureSampler
-    from dataengine.vocabulary import CATEGORIES
     from separation.inference import Separator
     from separation.objectives import predict_sources
     from separation.train import (
@@ -56,7 +56,7 @@ def write_refiner_shards(
     sep = Separator.from_pretrained(bundle or None, device=target)
     codec, model = sep.codec, sep.model
     cache = PromptCache(sep.prompt_encoder)
-    cache.warm([phrase for category in CATEGORIES.values() for phrase in category.phrasings])
+    cache.warm_vocabulary()
     use_images = _visual_tower_trained(sep.prompt_encoder)
     prompts = TrainConfig(prompt_dropout=0.0)  # paraphrased text, the source's picture 30% of the time, spans 30%
     rng, py_rng = np.random.default_rng(seed), random.Random(seed)
@@ -82,25 +82,33 @@ def write_refiner_shards(
                 {"waves": torch.cat([waves[i], decoded[i]]).half().clone(), "category": e.category}
                 for i, e in enumerate(examples)
             ]
-            path = out / f"refine-{split}-{seed}-{written:05d}.pt"
-            torch.save(items, path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)
+            save_atomically(items, out / f"refine-{split}-{seed}-{written:05d}.pt")
             written += 1
             bar.update(1)
     return written
 
 
-def load_refiner_shards(folders: list[str | Path], limit: int = 0) -> tuple[torch.Tensor, list[str]]:
-    """All shards of ``folders`` as one ``(M, 4, N)`` float16 tensor and the M categories."""
+def load_refiner_shards(
+    folders: list[str | Path], limit: int = 0, seen: set[Path] | None = None
+) -> tuple[torch.Tensor, list[str]]:
+    """The shards of ``folders`` as one ``(M, 4, N)`` float16 tensor and the M categories. With ``seen``, only
+    shards not in it are read (and added to it), so a folder that a writer still fills can be re-read cheaply;
+    nothing new then gives an empty tensor."""
     waves, categories = [], []
     for folder in folders:
         for path in sorted(Path(folder).glob(SHARD_GLOB)):
+            if seen is not None:
+                if path in seen:
+                    continue
+                seen.add(path)
             for item in torch.load(path, weights_only=True):
                 waves.append(item["waves"])
                 categories.append(item["category"])
                 if limit and len(waves) >= limit:
                     return torch.stack(waves), categories
     if not waves:
+        if seen:
+            return torch.empty(0, 4, 0, dtype=torch.float16), []
         raise FileNotFoundError(f"no refiner shards ({SHARD_GLOB}) in {', '.join(map(str, folders))}")
     return torch.stack(waves), categories
 
@@ -115,12 +123,15 @@ class CategoryPrompts:
     """Pooled text embeddings of paraphrases of a category (the bundle's PE-AV text tower, cached)."""
 
     def __init__(self) -> None:
-        from dataengine.vocabulary import CATEGORIES
         from encoders.peav import load_default_prompt_encoder
         from separation.train import PromptCache
 
         self.cache = PromptCache(load_default_prompt_encoder())
-        self.cache.warm([phrase for category in CATEGORIES.values() for phrase in category.phrasings])
+        self.cache.warm_vocabulary()
+
+    @property
+    def embed_dim(self) -> int:
+        return self.cache.encoder.embed_dim
 
     def __call__(self, categories: list[str], rng: np.random.Generator) -> torch.Tensor:
         from dataengine.vocabulary import paraphrase
@@ -129,22 +140,29 @@ class CategoryPrompts:
 
 
 @torch.no_grad()
-def evaluate(refiner: MaskRefiner, waves: torch.Tensor, batch: int = 16, cond: torch.Tensor | None = None) -> dict:
-    """Median / mean SI-SDR improvement (dB) of the refined and of the plain ratio mask on ``(M, 4, N)``
-    (``cond`` ``(M, E)``: the items' prompt embeddings for a conditioned refiner)."""
-    plain = MaskRefiner(refiner.config)  # zero last layer: exactly the plain ratio mask
-    refined, base, mix = [], [], []
+def sisdr_gains(refiner: MaskRefiner, waves: torch.Tensor, batch: int = 16, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """SI-SDR improvement (dB) of the refined target over the mixture on ``(M, 4, N)`` -> ``(M,)`` (``cond``
+    ``(M, E)``: the items' prompt embeddings for a conditioned refiner)."""
     was_training = refiner.training
     refiner.eval()
+    gains = []
     for start in range(0, len(waves), batch):
         part = waves[start : start + batch].float()
         part_cond = cond[start : start + batch] if cond is not None else None
-        refined.append(refined_sisdr(refiner, part, part_cond))
-        base.append(refined_sisdr(plain, part))
-        mix.append(si_sdr(part[:, 0], part[:, 1]))
+        gains.append(refined_sisdr(refiner, part, part_cond) - si_sdr(part[:, 0], part[:, 1]))
     refiner.train(was_training)
-    mix_t = torch.cat(mix)
-    gain, gain0 = torch.cat(refined) - mix_t, torch.cat(base) - mix_t
+    return torch.cat(gains)
+
+
+def evaluate(
+    refiner: MaskRefiner, waves: torch.Tensor, batch: int = 16, cond: torch.Tensor | None = None,
+    plain: torch.Tensor | None = None,
+) -> dict:
+    """Median / mean SI-SDR improvement (dB) of the refined and of the plain ratio mask on ``(M, 4, N)``
+    (``plain``: the plain mask's :func:`sisdr_gains`, computed here when not given)."""
+    gain = sisdr_gains(refiner, waves, batch, cond)
+    # an untrained refiner of the same settings (zero last layer) is exactly the plain ratio mask
+    gain0 = plain if plain is not None else sisdr_gains(MaskRefiner(refiner.config), waves, batch)
     return {
         "refined_median": float(gain.median()), "refined_mean": float(gain.mean()),
         "plain_median": float(gain0.median()), "plain_mean": float(gain0.mean()),
@@ -192,27 +210,25 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     resuming = resume and (ckpt / "state.json").is_file()
     if resuming:
         refiner = MaskRefiner.from_pretrained(ckpt)
+        prompts = CategoryPrompts() if refiner.config.cond_dim else None
         state = json.loads((ckpt / "state.json").read_text())
         step, minutes_before = state["step"], state["minutes"]
     else:
-        prompts_dim = 0
-        if cfg.cond:
-            from encoders.peav import load_default_prompt_encoder
-
-            prompts_dim = load_default_prompt_encoder().embed_dim
-        refiner = MaskRefiner(RefinerConfig(channels=cfg.channels, layers=cfg.layers, cond_dim=prompts_dim))
+        prompts = CategoryPrompts() if cfg.cond else None
+        cond_dim = prompts.embed_dim if prompts is not None else 0
+        refiner = MaskRefiner(RefinerConfig(channels=cfg.channels, layers=cfg.layers, cond_dim=cond_dim))
         step, minutes_before = 0, 0.0
     refiner = refiner.to(device).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=cfg.lr, weight_decay=0.01)
     if resuming and (ckpt / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    waves, categories = load_refiner_shards(list(cfg.shards))
-    val, val_cond = load_refiner_shards([cfg.val]) if cfg.val else (None, None)
-    prompts = CategoryPrompts() if refiner.config.cond_dim else None
-    if prompts is not None and val is not None:
-        val_cond = prompts(val_cond, np.random.default_rng(0))
-    else:
-        val_cond = None
+    seen: set[Path] = set()
+    waves, categories = load_refiner_shards(list(cfg.shards), seen=seen)
+    val, val_cond, val_plain = None, None, None
+    if cfg.val:
+        val, val_categories = load_refiner_shards([cfg.val])
+        val_cond = prompts(val_categories, np.random.default_rng(0)) if prompts is not None else None
+        val_plain = sisdr_gains(MaskRefiner(refiner.config), val)  # fixed while the refiner trains: once
     started, losses = time.monotonic(), []
 
     def minutes_trained() -> float:
@@ -221,15 +237,16 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     def save() -> None:
         ckpt.mkdir(parents=True, exist_ok=True)
         refiner.save_pretrained(ckpt, dtype=torch.float32)
-        torch.save(optimizer.state_dict(), ckpt / "optimizer.pt.tmp")
-        (ckpt / "optimizer.pt.tmp").replace(ckpt / "optimizer.pt")
+        save_atomically(optimizer.state_dict(), ckpt / "optimizer.pt")
         (ckpt / "state.json").write_text(json.dumps({"step": step, "minutes": minutes_trained(), "train": asdict(cfg)}))
 
     log = (out / "metrics.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, desc="train refiner")
     while step < cfg.steps:
-        if cfg.reload_every and step and step % cfg.reload_every == 0:
-            waves, categories = load_refiner_shards(list(cfg.shards))
+        if cfg.reload_every and step and step % cfg.reload_every == 0:  # shards written since the last look
+            new_waves, new_categories = load_refiner_shards(list(cfg.shards), seen=seen)
+            if new_categories:
+                waves, categories = torch.cat([waves, new_waves]), categories + new_categories
         picks = rng.integers(0, len(waves), cfg.batch)
         batch = waves[torch.from_numpy(picks)].float().to(device)
         cond = None
@@ -248,13 +265,11 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         losses.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", items=len(waves))
-        record = None
-        if val is not None and step % cfg.eval_every == 0:
-            record = {"step": step, "loss": float(np.mean(losses[-cfg.eval_every :])), "lr": rate, **evaluate(refiner, val, cond=val_cond)}
-            bar.write(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        elif step % cfg.eval_every == 0:
+        if step % cfg.eval_every == 0:
             record = {"step": step, "loss": float(np.mean(losses[-cfg.eval_every :])), "lr": rate}
-        if record is not None:
+            if val is not None:
+                record.update(evaluate(refiner, val, cond=val_cond, plain=val_plain))
+                bar.write(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             log.write(json.dumps(record) + "\n")
             log.flush()
         if step % cfg.save_every == 0:

@@ -135,6 +135,12 @@ class PromptCache:
             for i, text in enumerate(texts):
                 self.text[text] = (embeds[i], states[i], masks[i].bool())
 
+    def warm_vocabulary(self) -> None:
+        """Embed every training phrasing of every category (what :func:`~dataengine.vocabulary.paraphrase` draws)."""
+        from dataengine.vocabulary import CATEGORIES
+
+        self.warm([phrase for category in CATEGORIES.values() for phrase in category.phrasings])
+
     @torch.no_grad()
     def text_item(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if prompt not in self.text:
@@ -176,11 +182,16 @@ def encode_examples(codec, mixes: list, device: torch.device) -> list[_Example]:
     ]
 
 
-def save_examples(path: Path, examples: list[_Example]) -> None:
-    """Write encoded examples to ``path`` (a temporary name, then a rename: readers never see half a file)."""
-    tmp = path.with_suffix(".tmp")
-    torch.save([asdict(e) for e in examples], tmp)
+def save_atomically(obj, path: Path) -> None:
+    """``torch.save`` to a temporary name, then rename: readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
     tmp.replace(path)
+
+
+def save_examples(path: Path, examples: list[_Example]) -> None:
+    """Write encoded examples to ``path`` (atomically: readers never see half a file)."""
+    save_atomically([asdict(e) for e in examples], path)
 
 
 def load_examples(path: Path, data: str | Path | None = None) -> list[_Example]:
@@ -415,9 +426,7 @@ def _save_checkpoint(
         ema.module.save_pretrained(ckpt / "ema", dtype=torch.float32)
     if codec is not None:
         codec.save_pretrained(ckpt / "codec")
-    tmp = ckpt / "optimizer.pt.tmp"
-    torch.save(optimizer.state_dict(), tmp)
-    tmp.replace(ckpt / "optimizer.pt")
+    save_atomically(optimizer.state_dict(), ckpt / "optimizer.pt")
     (ckpt / "state.json").write_text(json.dumps({"step": step, "minutes": minutes, "train": asdict(cfg), "losses": losses[-2000:]}))
 
 
@@ -483,9 +492,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         refiner = MaskRefiner.from_pretrained(cfg.refiner).to(device).eval().requires_grad_(False)
     prompt_encoder = load_default_prompt_encoder(codec=codec)
     cache = PromptCache(prompt_encoder)
-    from dataengine.vocabulary import CATEGORIES
-
-    cache.warm([phrase for category in CATEGORIES.values() for phrase in category.phrasings])
+    cache.warm_vocabulary()
     np_rng = np.random.default_rng(cfg.seed)
     py_rng = random.Random(cfg.seed)
     sampler = MixtureSampler(cfg.data, split="train", seed=cfg.seed, seconds=cfg.seconds, rate=codec.sample_rate, augment=True)
