@@ -63,7 +63,7 @@ from transformers import (
 from transformers.initialization import no_init_weights
 
 from encoders.errors import PromptError, WeightsError
-from encoders.prompts import VisualPreprocessing, load_image_frames, load_visual_prompt
+from encoders.prompts import VisualPreprocessing, canonical_text_prompt, load_image_frames, load_visual_prompt
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -429,13 +429,14 @@ class PromptEncoder(nn.Module):
 
     # ----------------------------------------------------------------------------------- text
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        """Token ids and attention mask ``(B, L)`` on this model's device."""
+        """Token ids and attention mask ``(B, L)`` on this model's device. Each prompt is first reduced to
+        the sound it names (:func:`~encoders.prompts.canonical_text_prompt`)."""
         if isinstance(texts, str):
             texts = [texts]
         if len(texts) == 0 or any(not isinstance(t, str) or not t.strip() for t in texts):
             raise PromptError("empty text prompt; describe the sound to find, e.g. --text 'dog barking'")
         tokens = self.tokenizer(
-            list(texts),
+            [canonical_text_prompt(t) for t in texts],
             padding=True,
             truncation=True,
             max_length=self.config.max_text_tokens,

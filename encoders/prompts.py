@@ -1,4 +1,9 @@
-"""Prompt preprocessing: read pictures and video frames into the tensors the PE-AV visual tower reads.
+"""Prompt preprocessing: text prompts reduced to the sound they name, and pictures and video frames read
+into the tensors the PE-AV visual tower reads.
+
+People phrase a text prompt as a request ("Can you isolate the dog barking?", "extract the piano from
+this recording, please"); training prompts name the sound ("dog barking"). :func:`canonical_text_prompt`
+strips the request around the name, so both embed alike.
 
 A picture becomes one frame, a video a few frames sampled uniformly over its length; both come out
 as float32 ``(F, 3, S, S)`` tensors normalised with the tower's mean/std. Pictures are letterboxed
@@ -12,6 +17,7 @@ Every failure a user can cause raises :class:`~encoders.errors.PromptError` nami
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,51 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".ti
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ogv", ".mpg", ".mpeg"}
 BACKGROUND_RGB = (255, 255, 255)
 MAX_PIXEL = 255.0
+
+
+# A request's wrapping, matched case-insensitively and stripped repeatedly from either end of a text
+# prompt. No training or held-out phrasing of the vocabulary starts or ends with one of them (tested).
+_REQUEST_PREFIX = re.compile(
+    r"^(?:please|kindly|hey|ok(?:ay)?|now|"
+    r"(?:can|could|would|will|do) you(?: please)?(?: mind)?|(?:can|could|may) i (?:get|have|hear)|"
+    r"i(?:'d| would)(?: only| just)? (?:like|love)(?: you)?(?: to)?|"
+    r"(?:i )?(?:only |just )?(?:want|need|wanna)(?: you)?(?: to)?|"
+    r"(?:i am |i'm |we are |we're )?(?:looking|searching|listening) (?:for|to)|(?:i am |i'm )?trying to|"
+    r"let me|help me|try to|show me|"
+    r"(?:isolat|extract|separat|pull|split|single|filter|bring|keep|find|enhanc|boost)(?:e|es|ed|ing)?(?: out)?|"
+    r"get(?: me)?|give me|detect|focus(?:ing)? on|"
+    r"(?:only )?(?:hear|listen to)|only|just|"
+    r"remove (?:the )?(?:background|noise|rest|everything(?: else)?)(?: (?:and|but|except)(?: keep)?)?|"
+    r"(?:mute|drop|cut|remove|suppress) everything(?: else)? (?:but|except)(?: for)?)"
+    r"\b[\s,:;-]*",
+    re.IGNORECASE,
+)
+_REQUEST_SUFFIX = re.compile(
+    r"[\s,;:-]*\b(?:please|thanks|thank you|only|alone|by itself|on its own|out|isolated|isolate it|"
+    r"to the front|(?:from|in|out of|off) (?:the|this|that|my|a) (?:recording|audio|clip|mix|mixture|track|file|video|sound|song)|"
+    r"from (?:the |all )?(?:rest|background|noise|others|other sounds|everything else)|"
+    r"(?:and|but) (?:remove|mute|drop|cut|suppress|silence|discard|lose) (?:everything else|the rest|all else|the background)|"
+    r"and nothing else|for me)$",
+    re.IGNORECASE,
+)
+_EDGE_PUNCTUATION = " \t\n\"'`.,!?;:"
+
+
+def canonical_text_prompt(text: str) -> str:
+    """The sound a text prompt names, without the request around it.
+
+    ``"Can you isolate the dog barking, please?"`` -> ``"the dog barking"``; a prompt that only names a
+    sound comes back unchanged (apart from surrounding whitespace, quotes and end punctuation). A
+    prompt that is nothing but a request (``"isolate"``) comes back stripped of punctuation only.
+    """
+    typed = current = text.strip(_EDGE_PUNCTUATION)
+    while True:
+        shorter = _REQUEST_SUFFIX.sub("", _REQUEST_PREFIX.sub("", current, count=1), count=1).strip(_EDGE_PUNCTUATION)
+        if not shorter:
+            return typed
+        if shorter == current:
+            return current
+        current = shorter
 
 
 @dataclass(frozen=True)

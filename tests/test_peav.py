@@ -16,7 +16,7 @@ from PIL import Image
 from encoders.codec import Codec, CodecConfig
 from encoders.errors import PromptError, WeightsError
 from encoders.peav import PromptEncoder, TowerSizes, load_prompt_encoder, rank, repair_vision_labels
-from encoders.prompts import VisualPreprocessing, load_image_frames, pad_frames, read_image
+from encoders.prompts import VisualPreprocessing, canonical_text_prompt, load_image_frames, pad_frames, read_image
 
 RATE = 16000
 SMALL = TowerSizes(audio_hidden=32, audio_layers=1, video_hidden=32, fusion_hidden=32, heads=2, head_dim=16,
@@ -95,6 +95,39 @@ def test_text_space_is_minilm_mean_pooled_and_fixed(encoder):
     assert any(n.startswith("text_model.") for n in frozen)
     assert any(".embedder.dac_encoder." in n for n in frozen)
     assert any("text_audio_head" in n for n in frozen)
+
+
+@pytest.mark.parametrize(
+    ("request_text", "sound"),
+    [
+        ("Can you isolate the dog barking, please?", "the dog barking"),
+        ("extract the piano from this recording", "the piano"),
+        ("I only want to hear a man speaking", "a man speaking"),
+        ("keep birds chirping and remove everything else", "birds chirping"),
+        ("remove everything except the drums", "the drums"),
+        ("Only the guitar!", "the guitar"),
+        ("hey, pull out the bass line please", "the bass line"),
+        ("  'dog barking'  ", "dog barking"),
+        ("isolate", "isolate"),  # nothing but a request: left as typed
+        ("keep only", "keep only"),
+    ],
+)
+def test_a_request_is_reduced_to_the_sound_it_names(request_text, sound):
+    assert canonical_text_prompt(request_text) == sound
+
+
+def test_every_vocabulary_phrasing_is_already_canonical():
+    from dataengine.vocabulary import CATEGORIES
+
+    phrasings = [p for c in CATEGORIES.values() for p in (*c.phrasings, *c.heldout, *c.visual)]
+    assert len(phrasings) > 500
+    assert [p for p in phrasings if canonical_text_prompt(p) != p] == []
+
+
+def test_a_request_embeds_like_the_sound_it_names(encoder):
+    with torch.inference_mode():
+        e = encoder.embed_text(["Could you isolate the dog barking from this clip, please?", "the dog barking"])
+    assert torch.allclose(e[0], e[1], atol=1e-5)
 
 
 def test_bundle_round_trip_stores_only_trained_weights(encoder, codec, tmp_path):
