@@ -16,7 +16,13 @@ from PIL import Image
 from encoders.codec import Codec, CodecConfig
 from encoders.errors import PromptError, WeightsError
 from encoders.peav import PromptEncoder, TowerSizes, load_prompt_encoder, rank, repair_vision_labels
-from encoders.prompts import VisualPreprocessing, canonical_text_prompt, load_image_frames, pad_frames, read_image
+from encoders.prompts import (
+    VisualPreprocessing,
+    canonical_text_prompt,
+    load_image_frames,
+    pad_frames,
+    read_image,
+)
 
 RATE = 16000
 SMALL = TowerSizes(audio_hidden=32, audio_layers=1, video_hidden=32, fusion_hidden=32, heads=2, head_dim=16,
