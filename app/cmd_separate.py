@@ -68,6 +68,13 @@ def register(commands, train_commands) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--plain", action="store_true", help="write the decoded codec output instead of the mixture-consistent masked output")
     p.add_argument("--no-refine", action="store_true", help="use the plain ratio mask even when the bundle has a mask refiner")
+    p.add_argument(
+        "--mask-floor",
+        type=float,
+        default=None,
+        metavar="F",
+        help="each target keeps at least this fraction of the mixture (0: none; default: the library's, see README)",
+    )
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a flow-matching separator")
     p.add_argument("--reference", type=Path, default=None, help="true target (single FILE, single prompt): print the SI-SDR improvement")
     p.set_defaults(func=run_separate)
@@ -223,6 +230,10 @@ def run_separate(args) -> int:
     if args.reference is not None and (len(jobs) != 1 or len(jobs[0][2]) != 1):
         raise PromptError("--reference needs exactly one FILE and one prompt")
     config = InferenceConfig(mixture_consistent=not args.plain, refine=not args.no_refine)
+    if args.mask_floor is not None:
+        if not 0.0 <= args.mask_floor < 1.0:
+            raise PromptError(f"--mask-floor {args.mask_floor}: expected a fraction in [0, 1)")
+        config.mask_floor = args.mask_floor
     if args.steps:
         config.steps = args.steps
     separator = Separator.from_pretrained(args.bundle, device=args.device, config=config)

@@ -82,10 +82,13 @@ def score(
 
 
 # ------------------------------------------------------------------------------------ systems
-def build_systems(baselines_dir: Path | None, notes: list[str], bundle: str | None = None) -> dict[str, System]:
+def build_systems(
+    baselines_dir: Path | None, notes: list[str], bundle: str | None = None, mask_floor: float | None = None
+) -> dict[str, System]:
     """Every system that can run here; what cannot is named in ``notes``. ``bundle``: promptsep's model
     bundle (default: the embedded one); with a mask refiner in it, the same separator without the refiner
-    is scored too (``*_unrefined``)."""
+    is scored too (``*_unrefined``). ``mask_floor``: promptsep's :attr:`InferenceConfig.mask_floor`
+    (default: the library's)."""
     mask = mask_settings()
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
@@ -114,12 +117,13 @@ def build_systems(baselines_dir: Path | None, notes: list[str], bundle: str | No
         notes.append(f"codec_oracle skipped: {error}")
 
     try:
-        from separation.inference import Prompt, Separator
+        from separation.inference import InferenceConfig, Prompt, Separator
 
-        separator = Separator.from_pretrained(bundle)
+        config = InferenceConfig() if mask_floor is None else InferenceConfig(mask_floor=mask_floor)
+        separator = Separator.from_pretrained(bundle, config=config)
         unrefined = None
         if separator.refiner is not None:
-            unrefined = Separator(separator.codec, separator.prompt_encoder, separator.model)
+            unrefined = Separator(separator.codec, separator.prompt_encoder, separator.model, config=config)
 
         def promptsep(kind: str, separator: Separator = separator) -> System:
             @torch.no_grad()
@@ -369,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bundle", default=None, help="promptsep model bundle folder (default: the embedded one)")
     parser.add_argument("--systems", default=None, help="comma-separated subset of systems to score")
+    parser.add_argument(
+        "--mask-floor", type=float, default=None, help="promptsep's mask floor (default: InferenceConfig's)"
+    )
     parser.add_argument("--long", action="store_true", help="also time a 60 min input")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality measurements")
@@ -388,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"manifest": args.manifest, "notes": notes}
     if not args.no_quality:
         rows = read_manifest(args.manifest, args.limit)
-        systems = build_systems(Path(args.baselines) if args.baselines else None, notes, args.bundle)
+        systems = build_systems(Path(args.baselines) if args.baselines else None, notes, args.bundle, args.mask_floor)
         systems = select_systems(systems, args.systems.split(",") if args.systems else None)
         summary, records = evaluate_quality(rows, systems)
         result.update(quality=summary, items=records)

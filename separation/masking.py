@@ -39,6 +39,17 @@ def share_masks(masks: Tensor) -> Tensor:
     return masks / masks.sum(0, keepdim=True).clamp(min=1.0)
 
 
+def floor_masks(masks: Tensor, floor: float) -> Tensor:
+    """Raise P prompts' masks ``(P, F, frames)`` (summing to at most one) to at least ``floor`` each, as
+    ``floor + (1 - P * floor) * m``, so they still sum to at most one. A target then never drops more
+    than ``-20 log10(floor)`` dB below the mixture (a noise suppressor's attenuation limit); ``floor`` is
+    capped at ``1 / P``. 0 leaves the masks as they are."""
+    if floor <= 0:
+        return masks
+    floor = min(float(floor), 1.0 / masks.shape[0])
+    return floor + (1.0 - masks.shape[0] * floor) * masks
+
+
 def prompt_masks(targets: Tensor, residuals: Tensor, n_fft: int, hop: int, power: float) -> Tensor:
     """Ratio masks of P prompts from decoded estimates, scaled so that they sum to at most one.
 

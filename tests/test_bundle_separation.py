@@ -84,6 +84,8 @@ def test_cli_reference_report_and_errors(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["separate", str(MIX), "--out", str(tmp_path)]) == 2
     assert "at least one --prompt" in capsys.readouterr().err
+    assert main(["separate", str(MIX), "--prompt", "dog", "--mask-floor", "1.5", "--out", str(tmp_path / "f")]) == 2
+    assert "--mask-floor 1.5" in capsys.readouterr().err and not (tmp_path / "f").exists()
 
 
 def test_cli_manifest_mode(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from encoders.codec import Codec, CodecConfig
 from encoders.errors import PromptError, PromptsepError, WeightsError
 from separation.inference import InferenceConfig, Prompt, Separator, span_anchors
-from separation.masking import carry_masks, prompt_masks
+from separation.masking import carry_masks, floor_masks, prompt_masks
 from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorConfig, SeparatorModel
 from separation.objectives import (
     Conditioning,
@@ -183,6 +183,34 @@ def test_masks_sum_to_at_most_one_and_carry():
     carried = carry_masks(masks, n_bins=400, n_frames=90)
     assert carried.shape == (3, 400, 90)
     assert torch.allclose(carried[:, 200], carried[:, 128])  # above the model's Nyquist: the top bin
+
+
+def test_floored_masks_keep_the_floor_and_still_sum_to_at_most_one():
+    torch.manual_seed(0)
+    masks = prompt_masks(torch.randn(3, 4000), torch.randn(3, 4000), 256, 64, 1.0)
+    masks[0, :, :5] = 0.0  # a prompt the separator silenced in a few frames
+    floored = floor_masks(masks, 0.05)
+    assert floored.min() >= 0.05 - 1e-6 and floored.sum(0).max() <= 1 + 1e-5
+    assert torch.allclose(floored, 0.05 + 0.85 * masks)
+    assert torch.equal(floor_masks(masks, 0.0), masks)
+    assert torch.allclose(floor_masks(masks, 0.5), torch.full_like(masks, 1 / 3))  # capped at 1 / P
+
+
+def test_mask_floor_keeps_a_silenced_target_audible(separator, monkeypatch):
+    import separation.inference as inference
+
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(1, 16000)
+    monkeypatch.setattr(inference, "prompt_masks", lambda targets, *a: torch.zeros_like(prompt_masks(targets, *a)))
+    energies = []
+    for floor in (0.0, 0.1):
+        config = InferenceConfig(chunk_seconds=2.0, overlap_seconds=0.5, mask_floor=floor)
+        floored = Separator(separator.codec, separator.prompt_encoder, separator.model, config)
+        result = floored.separate(wav, 16000, [Prompt(text="dog barking")])
+        assert torch.allclose(result.targets.sum(0) + result.residual, wav, atol=1e-5)
+        energies.append(float(result.targets.pow(2).sum() / wav.pow(2).sum()))
+    assert energies[0] < 1e-8  # the separator silenced the target ...
+    assert abs(energies[1] - 0.1**2) < 0.1**2 * 0.05  # ... and the floor keeps a tenth of the mixture's amplitude
 
 
 @pytest.mark.parametrize("rate,channels,seconds", [(16000, 1, 3.0), (44100, 2, 2.3), (22050, 1, 0.7)])
