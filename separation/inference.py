@@ -82,7 +82,9 @@ class InferenceConfig:
     hop: int = 128
     mask_power: float = 1.0  # measured: 1.0 beats 2.0 by 0.2-0.3 dB median SI-SDRi on 40 test mixtures
     refine: bool = True  # correct the ratio masks with the bundle's mask refiner when it has one
-    mask_floor: float = 0.0  # every target keeps at least this fraction of the mixture (separation.masking.floor_masks)
+    # Every target keeps at least this fraction of the mixture (-26 dB; separation.masking.floor_masks). Measured:
+    # +0.44 dB mean SI-SDRi on 400 val mixtures and +0.08 on 600 test (the median -0.05 and +0.07) against 0.
+    mask_floor: float = 0.05
     batch_chunks: int = 4
     # The model hears every chunk at this RMS level (dBFS; the middle of its training levels, -30 to -14) and
     # its estimates are scaled back, so quiet and loud recordings separate alike. None: as recorded.
