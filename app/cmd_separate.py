@@ -163,6 +163,16 @@ def register(commands, train_commands) -> None:
     d.add_argument("--resume", action="store_true", help="continue OUT/checkpoint")
     d.set_defaults(func=run_decoder)
 
+    a = train_commands.add_parser(
+        "average", help="average the weights of saved separators",
+        description="Write one separator whose weights are the mean of several saved ones of one architecture "
+        "(e.g. a resumed run and the separator it started from), as a bundle's separator/ folder.",
+    )
+    a.add_argument("separators", nargs="+", type=Path, help="saved separator folders (config.json + model.safetensors)")
+    a.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per separator, summing to 1 (default: equal)")
+    a.add_argument("--out", type=Path, required=True, help="folder to write")
+    a.set_defaults(func=run_average)
+
 
 def _prompts(args) -> list:
     from separation.inference import Prompt
@@ -310,4 +320,20 @@ def run_train(args) -> int:
     )
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")
+    return 0
+
+
+
+def run_average(args) -> int:
+    from separation.model import average_separators
+
+    missing = [str(p) for p in args.separators if not (p / "model.safetensors").is_file()]
+    if missing:
+        raise PromptError(f"no saved separator in {', '.join(missing)}")
+    try:
+        model = average_separators(args.separators, args.weights)
+    except ValueError as error:
+        raise PromptError(str(error)) from error
+    model.save_pretrained(args.out)
+    print(f"average of {len(args.separators)} separators written to {args.out}")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -271,3 +272,25 @@ class SeparatorModel(nn.Module):
         if missing or unexpected:
             raise WeightsError(f"{path}: separator weights do not match (missing {missing}, unexpected {unexpected})")
         return model.eval()
+
+
+def average_separators(paths: Sequence[str | Path], weights: Sequence[float] | None = None) -> SeparatorModel:
+    """One separator whose weights are the (weighted) mean of several saved separators of one architecture
+    (e.g. a run and the run it was resumed from). Raises ``ValueError`` when the configurations differ."""
+    if not paths:
+        raise ValueError("average_separators: no separators given")
+    weights = [1.0 / len(paths)] * len(paths) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(paths) or abs(sum(weights) - 1.0) > 1e-6:
+        raise ValueError(f"average_separators: {len(paths)} separators need as many weights summing to 1, got {weights}")
+    models = [SeparatorModel.from_pretrained(path) for path in paths]
+    for path, model in zip(paths[1:], models[1:], strict=True):
+        if asdict(model.config) != asdict(models[0].config):
+            raise ValueError(f"average_separators: {path} has another configuration than {paths[0]}")
+    states = [m.state_dict() for m in models]
+    mean = {
+        key: sum(w * state[key].float() for w, state in zip(weights, states, strict=True)) if value.is_floating_point() else value
+        for key, value in states[0].items()
+    }
+    models[0].load_state_dict(mean)
+    return models[0]
+

@@ -11,7 +11,14 @@ from encoders.codec import Codec, CodecConfig
 from encoders.errors import PromptError, PromptsepError, WeightsError
 from separation.inference import InferenceConfig, Prompt, Separator, span_anchors
 from separation.masking import carry_masks, floor_masks, prompt_masks
-from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorConfig, SeparatorModel
+from separation.model import (
+    SPAN_OFF,
+    SPAN_ON,
+    SPAN_UNKNOWN,
+    SeparatorConfig,
+    SeparatorModel,
+    average_separators,
+)
 from separation.objectives import (
     Conditioning,
     flow_matching_loss,
@@ -166,6 +173,31 @@ def test_save_and_load_round_trip(tmp_path):
     (tmp_path / "sep" / "model.safetensors").unlink()
     with pytest.raises(WeightsError, match="model.safetensors is missing"):
         SeparatorModel.from_pretrained(tmp_path / "sep")
+
+
+def test_average_separators_is_the_weight_mean_and_refuses_other_architectures(tmp_path):
+    from app.cli import main
+
+    first, second = tiny_model(), tiny_model()
+    with torch.no_grad():
+        for q in second.parameters():
+            q.add_(0.1 * torch.randn_like(q))
+    first.save_pretrained(tmp_path / "a", dtype=torch.float32)
+    second.save_pretrained(tmp_path / "b", dtype=torch.float32)
+    mean = average_separators([tmp_path / "a", tmp_path / "b"], [0.25, 0.75])
+    key = "output_proj.weight"
+    expected = 0.25 * first.state_dict()[key] + 0.75 * second.state_dict()[key]
+    assert not torch.allclose(first.state_dict()[key], second.state_dict()[key])
+    assert torch.allclose(mean.state_dict()[key], expected, atol=1e-6)
+    assert main(["train", "average", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "avg")]) == 0
+    halves = SeparatorModel.from_pretrained(tmp_path / "avg").state_dict()[key].float()
+    assert torch.allclose(halves, (first.state_dict()[key] + second.state_dict()[key]) / 2, atol=1e-3)  # fp16 file
+    other = SeparatorModel(
+        SeparatorConfig(latent_dim=8, cond_dim=EMBED, token_dim=EMBED, visual_dim=EMBED, hidden_dim=32, num_layers=1, num_heads=2)
+    )
+    other.save_pretrained(tmp_path / "c")
+    with pytest.raises(ValueError, match="another configuration"):
+        average_separators([tmp_path / "a", tmp_path / "c"])
 
 
 def test_span_anchors():
