@@ -277,12 +277,13 @@ class Separator:
         """
         cfg = self.config
         if self.refiner is None or not cfg.refine:
-            masks = prompt_masks(targets, residuals, cfg.n_fft, cfg.hop, cfg.mask_power)
-            return floor_masks(masks, cfg.mask_floor), cfg.n_fft, cfg.hop
-        device = self.device
-        cond = cond.to(device) if cond is not None else None
-        masks = share_masks(self.refiner.masks(mixture.to(device), targets.to(device), residuals.to(device), cond).cpu())
-        return floor_masks(masks, cfg.mask_floor), self.refiner.config.n_fft, self.refiner.config.hop
+            masks, n_fft, hop = prompt_masks(targets, residuals, cfg.n_fft, cfg.hop, cfg.mask_power), cfg.n_fft, cfg.hop
+        else:
+            device = self.device
+            cond = cond.to(device) if cond is not None else None
+            masks = share_masks(self.refiner.masks(mixture.to(device), targets.to(device), residuals.to(device), cond).cpu())
+            n_fft, hop = self.refiner.config.n_fft, self.refiner.config.hop
+        return floor_masks(masks, cfg.mask_floor), n_fft, hop
 
     def _apply(
         self,

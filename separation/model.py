@@ -293,4 +293,3 @@ def average_separators(paths: Sequence[str | Path], weights: Sequence[float] | N
     }
     models[0].load_state_dict(mean)
     return models[0]
-
