@@ -481,7 +481,10 @@ class PromptEncoder(nn.Module):
             space: which text head to use; defaults to the audio-text head (the video-text head
                 for a video-only model). The default bundle's heads are identical.
         """
-        states, mask = self.text_states(texts)
+        return self.embed_text_states(*self.text_states(texts), space=space)
+
+    def embed_text_states(self, states: Tensor, mask: Tensor, space: str | None = None) -> Tensor:
+        """:meth:`embed_text` from :meth:`text_states`' output, for callers that need both (one text-tower pass)."""
         space = space or ("audio" if self.audio_model is not None else "video")
         return _l2(self.text_head(space)(self.pool_text(states, mask)))
 

@@ -198,8 +198,8 @@ class Separator:
         for prompt in prompts:
             embeds, tokens, mask = [], None, None
             if prompt.text:
-                embeds.append(self.prompt_encoder.embed_text([prompt.text]))
                 tokens, mask = self.prompt_encoder.text_states([prompt.text])
+                embeds.append(self.prompt_encoder.embed_text_states(tokens, mask))
             if prompt.image is not None:
                 embeds.append(self.prompt_encoder.embed_image([prompt.image]))
             if prompt.video is not None:

@@ -130,8 +130,8 @@ class PromptCache:
         todo = sorted(set(prompts) - set(self.text))
         for start in tqdm(range(0, len(todo), batch), desc="embedding prompts", leave=False):
             texts = todo[start : start + batch]
-            embeds = self.encoder.embed_text(texts)
             states, masks = self.encoder.text_states(texts)
+            embeds = self.encoder.embed_text_states(states, masks)
             for i, text in enumerate(texts):
                 self.text[text] = (embeds[i], states[i], masks[i].bool())
 
@@ -144,9 +144,8 @@ class PromptCache:
     @torch.no_grad()
     def text_item(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if prompt not in self.text:
-            embed = self.encoder.embed_text([prompt])[0]
             states, mask = self.encoder.text_states([prompt])
-            self.text[prompt] = (embed, states[0], mask[0].bool())
+            self.text[prompt] = (self.encoder.embed_text_states(states, mask)[0], states[0], mask[0].bool())
         return self.text[prompt]
 
     @torch.no_grad()

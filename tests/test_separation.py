@@ -48,6 +48,9 @@ class HashPromptEncoder:
         states = torch.stack([self._vec(t + "#tokens", 5) for t in texts])
         return states, torch.ones(len(texts), 5, dtype=torch.bool)
 
+    def embed_text_states(self, states, mask):
+        return torch.nn.functional.normalize(states.mean(1), dim=-1)
+
     def embed_image(self, images):
         return torch.cat([self._vec(str(i)) for i in images])
 
