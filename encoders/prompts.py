@@ -69,7 +69,7 @@ def canonical_text_prompt(text: str) -> str:
     sound comes back unchanged (apart from surrounding whitespace, quotes and end punctuation). A
     prompt that is nothing but a request (``"isolate"``) comes back stripped of punctuation only.
     """
-    typed = current = text.strip(_EDGE_PUNCTUATION)
+    typed = current = text.strip(_EDGE_PUNCTUATION) or text.strip()  # "?" stays "?", as typed
     while True:
         shorter = _REQUEST_SUFFIX.sub("", _REQUEST_PREFIX.sub("", current, count=1), count=1).strip(_EDGE_PUNCTUATION)
         if not shorter:
