@@ -56,6 +56,8 @@ METRICS = ("si_sdri", "sdr", "sir", "sar")
 SPEED_SECONDS = (10.0, 600.0)
 LONG_SECONDS = 3600.0
 SPEED_PROMPT = "dog barking"
+# direct-to-reverberant ratio of each source under --room (dB): from a near, dry source to a far one
+ROOM_DRR_DB = (-6.0, 6.0)
 
 # (target estimate (N,), residual estimate (N,)) from one manifest row and its loaded audio
 System = Callable[[dict, dict[str, torch.Tensor]], "tuple[torch.Tensor, torch.Tensor] | None"]
@@ -182,23 +184,66 @@ def select_systems(systems: dict[str, System], names: list[str] | None) -> dict[
     return {name: systems[name] for name in names}
 
 
-def load_row_audio(row: dict) -> dict[str, torch.Tensor]:
-    """Mixture, target and residual of a manifest row, mono float32 ``(N,)`` at ``SAMPLE_RATE``."""
+def load_row_audio(
+    row: dict, room: tuple[float, float] | None = None, gain_db: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """Mixture, target and residual of a manifest row, mono float32 ``(N,)`` at ``SAMPLE_RATE``.
+
+    ``room=(lo, hi)``: put both sources in one reverberant room (:func:`reverberant`; RT60 drawn from
+    ``[lo, hi]`` s, each source at its own place); the target reference is the reverberant target and the
+    mixture is remixed. ``gain_db`` scales all three (a quiet or loud recording).
+    Both are seeded by the row's id, so every system and every run hears the same audio.
+    """
     audio = {}
     for key, field in (("mixture", "audio"), ("target", "target"), ("residual", "residual")):
         wav, _ = load_audio(row[field], sample_rate=SAMPLE_RATE, channels=1)
         audio[key] = wav[0]
     n = min(v.shape[-1] for v in audio.values())
-    return {k: v[:n] for k, v in audio.items()}
+    audio = {k: v[:n] for k, v in audio.items()}
+    if room is not None:
+        audio = reverberant(audio, room, str(row.get("id", "")))
+    if gain_db:
+        audio = {k: v * 10 ** (gain_db / 20) for k, v in audio.items()}
+    return audio
 
 
-def evaluate_quality(rows: list[dict], systems: dict[str, System]) -> tuple[dict, list[dict]]:
-    """Score every system on every row; returns (summary per system and group, per-item records)."""
+def reverberant(audio: dict[str, torch.Tensor], room: tuple[float, float], seed_text: str) -> dict[str, torch.Tensor]:
+    """Target and residual each heard in one synthetic room: the dry source (direct path) plus its own
+    reverberant tail (:func:`dataengine.augment.synthetic_rir`), at a direct-to-reverberant ratio drawn from
+    ``ROOM_DRR_DB`` per source; one RT60 from ``room``. A generator seeded by ``seed_text`` draws all of it.
+    The mixture is the sum of the two; lengths are kept."""
+    import zlib
+
+    import numpy as np
+    from scipy.signal import fftconvolve
+
+    from dataengine.augment import synthetic_rir
+
+    lo, hi = room
+    if not 0 < lo <= hi:
+        raise ValueError(f"room RT60 range must satisfy 0 < lo <= hi, got {room}")
+    rng = np.random.default_rng(zlib.crc32(seed_text.encode()))
+    rt60 = float(rng.uniform(lo, hi))
+    n = audio["target"].shape[-1]
+    out = {}
+    for key in ("target", "residual"):
+        dry = audio[key].numpy()
+        tail = fftconvolve(dry, synthetic_rir(rng, SAMPLE_RATE, rt60))[:n]
+        gain = 10 ** (-float(rng.uniform(*ROOM_DRR_DB)) / 20)  # the tail has the dry signal's energy
+        out[key] = torch.from_numpy((dry + gain * tail).astype(np.float32))
+    return {"mixture": out["target"] + out["residual"], **out}
+
+
+def evaluate_quality(
+    rows: list[dict], systems: dict[str, System], room: tuple[float, float] | None = None, gain_db: float = 0.0
+) -> tuple[dict, list[dict]]:
+    """Score every system on every row (audio as :func:`load_row_audio` with ``room`` and ``gain_db``);
+    returns (summary per system and group, per-item records)."""
     records: list[dict] = []
     for row in tqdm(rows, desc="separation", unit="mix"):
         if not row.get("target") or not row.get("residual"):
             continue
-        audio = load_row_audio(row)
+        audio = load_row_audio(row, room, gain_db)
         group = row.get("group") or row.get("category") or "all"
         for name, system in systems.items():
             start = time.perf_counter()
@@ -376,6 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mask-floor", type=float, default=None, help="promptsep's mask floor (default: InferenceConfig's)"
     )
+    parser.add_argument(
+        "--room",
+        default=None,
+        metavar="LO,HI",
+        help="reverberant condition: each source gets its own synthetic room tail (RT60 drawn from LO..HI "
+        "seconds per mixture, e.g. 0.3,1.0; direct-to-reverberant ratio -6..+6 dB); the reference is the "
+        "reverberant target",
+    )
+    parser.add_argument(
+        "--gain-db", type=float, default=0.0, help="scale every mixture and reference by this many dB (loudness)"
+    )
     parser.add_argument("--long", action="store_true", help="also time a 60 min input")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality measurements")
@@ -385,19 +441,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_room(text: str | None) -> tuple[float, float] | None:
+    """``"0.3,1.0"`` -> ``(0.3, 1.0)``; a single number is a fixed RT60. ``SystemExit`` with a message otherwise."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not 0 < values[0] <= values[1] <= 10:
+        raise SystemExit(f"--room takes LO,HI reverberation times in seconds (0 < LO <= HI <= 10), got {text!r}")
+    return values[0], values[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.speed_worker is not None:
         print(json.dumps(speed_worker(args.speed_worker, args.threads)))
         return 0
+    room = parse_room(args.room)
     torch.set_num_threads(args.threads)
     notes: list[str] = []
-    result: dict = {"manifest": args.manifest, "notes": notes}
+    result: dict = {"manifest": args.manifest, "notes": notes, "room": room, "gain_db": args.gain_db}
     if not args.no_quality:
         rows = read_manifest(args.manifest, args.limit)
         systems = build_systems(Path(args.baselines) if args.baselines else None, notes, args.bundle, args.mask_floor)
         systems = select_systems(systems, args.systems.split(",") if args.systems else None)
-        summary, records = evaluate_quality(rows, systems)
+        summary, records = evaluate_quality(rows, systems, room, args.gain_db)
         result.update(quality=summary, items=records)
         print(quality_tables(summary))
         result["paired"] = paired_tables(records)

@@ -30,12 +30,14 @@ class AugmentConfig:
 
 
 def synthetic_rir(rng: np.random.Generator, rate: int, rt60: float) -> np.ndarray:
-    """Exponentially decaying noise impulse response with reverberation time ``rt60`` (s). Shape ``(L,)``."""
+    """Exponentially decaying noise impulse response with reverberation time ``rt60`` (s), unit energy.
+    Shape ``(L,)``. Its first tap is small (about ``1 / L`` of the energy): it is the reverberant tail, and
+    :func:`reverb` supplies the direct path by mixing the dry signal back in."""
     length = max(1, int(rt60 * rate))
     t = np.arange(length) / rate
     decay = np.exp(-6.9 * t / rt60)  # -60 dB at rt60
     rir = rng.standard_normal(length) * decay
-    rir[0] = 1.0 / max(1e-3, np.sqrt(np.sum(rir[1:] ** 2)))  # direct path
+    rir[0] = 1.0 / max(1e-3, np.sqrt(np.sum(rir[1:] ** 2)))
     return (rir / np.sqrt(np.sum(rir**2))).astype(np.float32)
 
 
