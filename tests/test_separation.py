@@ -396,7 +396,7 @@ def test_quiet_and_loud_recordings_separate_alike(plain):
     config = InferenceConfig(chunk_seconds=1.0, overlap_seconds=0.25, mixture_consistent=not plain)
     separator = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), config)
     reference = separator.separate(wav, 16000, "dog barking").targets
-    for gain in (0.05, 5.0):  # -46 and -6 dBFS; a raise above max_input_gain_db (30 dB) would be capped
+    for gain in (0.002, 0.05, 5.0):  # -74, -46 and -6 dBFS; a raise above max_input_gain_db (60 dB) is capped
         scaled = separator.separate(wav * gain, 16000, "dog barking").targets
         torch.testing.assert_close(scaled / gain, reference, atol=1e-5, rtol=1e-3)
     as_recorded = Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), InferenceConfig(input_level_db=None))
