@@ -33,6 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -47,6 +48,7 @@ from benchmarks.common import (
     summarize,
     write_json,
 )
+from dataengine.seeding import keyed_rng
 from encoders.audio_io import load_audio
 from separation.masking import ratio_mask_separate
 from separation.metrics import bss_eval, si_sdri
@@ -191,8 +193,8 @@ def load_row_audio(
 
     ``room=(lo, hi)``: put both sources in one reverberant room (:func:`reverberant`; RT60 drawn from
     ``[lo, hi]`` s, each source at its own place); the target reference is the reverberant target and the
-    mixture is remixed. ``gain_db`` scales all three (a quiet or loud recording).
-    Both are seeded by the row's id, so every system and every run hears the same audio.
+    mixture is remixed; the room is keyed by the row's id, so every system and every run hears the same audio.
+    ``gain_db`` scales all three (a quiet or loud recording).
     """
     audio = {}
     for key, field in (("mixture", "audio"), ("target", "target"), ("residual", "residual")):
@@ -207,14 +209,11 @@ def load_row_audio(
     return audio
 
 
-def reverberant(audio: dict[str, torch.Tensor], room: tuple[float, float], seed_text: str) -> dict[str, torch.Tensor]:
+def reverberant(audio: dict[str, torch.Tensor], room: tuple[float, float], key: str) -> dict[str, torch.Tensor]:
     """Target and residual each heard in one synthetic room: the dry source (direct path) plus its own
     reverberant tail (:func:`dataengine.augment.synthetic_rir`), at a direct-to-reverberant ratio drawn from
-    ``ROOM_DRR_DB`` per source; one RT60 from ``room``. A generator seeded by ``seed_text`` draws all of it.
+    ``ROOM_DRR_DB`` per source; one RT60 from ``room``. :func:`~dataengine.seeding.keyed_rng` on ``key`` draws it all.
     The mixture is the sum of the two; lengths are kept."""
-    import zlib
-
-    import numpy as np
     from scipy.signal import fftconvolve
 
     from dataengine.augment import synthetic_rir
@@ -222,15 +221,15 @@ def reverberant(audio: dict[str, torch.Tensor], room: tuple[float, float], seed_
     lo, hi = room
     if not 0 < lo <= hi:
         raise ValueError(f"room RT60 range must satisfy 0 < lo <= hi, got {room}")
-    rng = np.random.default_rng(zlib.crc32(seed_text.encode()))
+    rng = keyed_rng("room", key)
     rt60 = float(rng.uniform(lo, hi))
     n = audio["target"].shape[-1]
     out = {}
-    for key in ("target", "residual"):
-        dry = audio[key].numpy()
+    for name in ("target", "residual"):
+        dry = audio[name].numpy()
         tail = fftconvolve(dry, synthetic_rir(rng, SAMPLE_RATE, rt60))[:n]
         gain = 10 ** (-float(rng.uniform(*ROOM_DRR_DB)) / 20)  # the tail has the dry signal's energy
-        out[key] = torch.from_numpy((dry + gain * tail).astype(np.float32))
+        out[name] = torch.from_numpy((dry + gain * tail).astype(np.float32))
     return {"mixture": out["target"] + out["residual"], **out}
 
 

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from dataengine.seeding import keyed_rng
 from dataengine.vocabulary import CATEGORIES
 
 EMOJI_FONT = "usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 EMOJI_SIZE = 109  # the only size the bitmap colour font has
 IMAGE_SIZE = 160
 VARIANTS = 4
-
-
-def _rng(*parts: object) -> np.random.Generator:
-    digest = hashlib.sha1(":".join(map(str, parts)).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def render_glyph(text: str, font: ImageFont.FreeTypeFont | None) -> Image.Image:
@@ -82,7 +77,7 @@ def render_emoji_set(out: Path, root: Path, seed: int, variants: int = VARIANTS,
                 if glyph is None:
                     glyph = render_glyph(entry.emoji, font)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                render_variant(glyph, name, _rng(seed, name, variant)).save(path)
+                render_variant(glyph, name, keyed_rng(seed, name, variant)).save(path)
             paths.append(str(path.relative_to(out)))
         result[name] = paths
     return result

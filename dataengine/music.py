@@ -8,13 +8,13 @@ that suits their pitch range, with distinct categories within a piece where poss
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import tempfile
 
 import numpy as np
 
+from dataengine.seeding import keyed_rng
 from dataengine.vocabulary import categorize
 
 # (GM program, category) pools by the median pitch of the part.
@@ -42,10 +42,6 @@ def program_category(program: int) -> str:
         if program < upper:
             return name
     return "laser"
-
-
-def _rng(seed: int, key: str) -> np.random.Generator:
-    return np.random.default_rng(int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8], "little"))
 
 
 def render_midi(midi: str, soundfont: str, rate: int, seconds: float) -> np.ndarray:
@@ -81,7 +77,7 @@ def render_parts(score_path: str, soundfont: str, seed: int, max_parts: int = 4,
     from music21 import converter, instrument, tempo
 
     name = os.path.basename(score_path)
-    rng = _rng(seed, name)
+    rng = keyed_rng(seed, name)
     score = converter.parse(score_path)
     parts = list(score.parts)
     # drop parts that double another one note for note (e.g. a cornet doubling the soprano)
