@@ -19,6 +19,23 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text}")
+    return value
+
+
+def _wet_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"bad wet range {text!r}: use LO,HI, e.g. 0.1,0.8") from error
+    if not 0.0 <= low <= high < 1.0:
+        raise argparse.ArgumentTypeError(f"bad wet range {text!r}: need 0 <= LO <= HI < 1")
+    return low, high
+
+
 def _parse_span(text: str) -> tuple[float, float]:
     try:
         start, end = (float(x) for x in text.split(":"))
@@ -140,6 +157,15 @@ def register(commands, train_commands) -> None:
     )
     add_shard_writer_arguments(f)
     f.add_argument("--codec", default="", help="codec folder (default: the bundle's codec); must be the training run's codec")
+    f.add_argument(
+        "--reverb-p", type=_probability, default=None,
+        help="probability that a source gets a synthetic room (default: the data engine's AugmentConfig, 0.4)",
+    )
+    f.add_argument(
+        "--wet", type=_wet_range, default=None,
+        help="LO,HI share of the reverberant tail in a roomed source (default 0.1,0.6; 0.8 is about -12 dB "
+        "direct-to-reverberant, a far-field source)",
+    )
     f.set_defaults(func=run_pool)
 
     d = train_commands.add_parser(
@@ -285,12 +311,20 @@ def _report_reference(reference: Path, mixture, rate: int, target) -> None:
 
 
 def run_pool(args) -> int:
+    import dataclasses
+
+    from dataengine.augment import AugmentConfig
     from separation.train import write_pool_shards
 
     check_shard_budget(args, "train separator-pool")
+    augment = AugmentConfig()
+    if args.reverb_p is not None:
+        augment = dataclasses.replace(augment, reverb_p=args.reverb_p)
+    if args.wet is not None:
+        augment = dataclasses.replace(augment, wet=args.wet)
     count = write_pool_shards(
         args.data, args.out, args.codec, shard_size=args.shard_size, shards=args.shards, minutes=args.minutes,
-        seed=args.seed, threads=args.threads, device=args.device,
+        seed=args.seed, threads=args.threads, device=args.device, augment=augment,
     )
     print(f"{count} shards of {args.shard_size} mixtures written to {args.out}")
     return 0

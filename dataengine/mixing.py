@@ -175,16 +175,20 @@ class MixtureSampler:
 
     ``sample(rng)`` draws one :class:`Mixture`; iterating yields mixtures from an internal
     generator seeded with ``seed``. With ``augment`` the sources get reverb/EQ/speed/gain and
-    the residual sometimes background noise; the level varies too.
+    the residual sometimes background noise; the level varies too. ``augment`` is ``True`` (the default
+    :class:`AugmentConfig`), ``False`` (none) or an :class:`AugmentConfig` of one's own.
     """
 
     def __init__(self, library_dir: Path | str, split: str = "train", seed: int = 0, seconds: float = 4.0,
-                 rate: int = 16_000, augment: bool = True) -> None:
+                 rate: int = 16_000, augment: bool | AugmentConfig = True) -> None:
         self.library_dir = Path(library_dir)
         self.split = split
         self.seconds = seconds
         self.rate = rate
-        self.augment = AugmentConfig() if augment else None
+        if isinstance(augment, AugmentConfig):
+            self.augment: AugmentConfig | None = augment
+        else:
+            self.augment = AugmentConfig() if augment else None
         self.clips = [c for c in load_library(self.library_dir) if c.split == split]
         self.by_category = group_by_category(self.clips)
         if len(self.by_category) < MIN_SOURCES:

@@ -294,13 +294,14 @@ def shard_targets(folder: Path, hop: int, limit: int = 0, floor_db: float = -35.
 
 def write_pool_shards(
     data: str, out: Path, codec_dir: str = "", shard_size: int = 16, shards: int = 0, minutes: float = 0.0,
-    seed: int = 1, seconds: float = 4.0, threads: int = 1, device: str = "cpu",
+    seed: int = 1, seconds: float = 4.0, threads: int = 1, device: str = "cpu", augment=True,
 ) -> int:
     """Encode fresh augmented training mixtures into ``out/shard-<seed>-<n>.pt`` files for a separator run's
     ``pool_feed``, so that drawing and encoding mixtures runs beside training instead of inside it.
 
     Stops after ``shards`` shards or ``minutes`` minutes (whichever is set and comes first). Each shard is
-    written with :func:`save_examples`, so a reader never sees half a file. Returns the shard count.
+    written with :func:`save_examples`, so a reader never sees half a file. ``augment`` is passed to
+    :class:`~dataengine.mixing.MixtureSampler` (an ``AugmentConfig`` for other rooms). Returns the shard count.
     """
     from dataengine.mixing import MixtureSampler
     from encoders.codec import Codec, load_default_codec
@@ -311,7 +312,7 @@ def write_pool_shards(
     target = torch.device(device)
     codec = (Codec.from_pretrained(codec_dir) if codec_dir else load_default_codec()).to(target).eval()
     rng = np.random.default_rng(seed)
-    sampler = MixtureSampler(data, split="train", seed=seed, seconds=seconds, rate=codec.sample_rate, augment=True)
+    sampler = MixtureSampler(data, split="train", seed=seed, seconds=seconds, rate=codec.sample_rate, augment=augment)
     out.mkdir(parents=True, exist_ok=True)
     started, written = time.monotonic(), 0
     with tqdm(total=shards or None, desc="encoding pool shards", unit="shard") as bar:

@@ -337,6 +337,31 @@ def test_mixture_sampler_on_the_fly(built):
     np.testing.assert_array_equal(first.mixture, second.mixture)
 
 
+def test_mixture_sampler_takes_its_own_rooms(built, capsys):
+    """An AugmentConfig of one's own reaches the sources; separator-pool's --reverb-p/--wet build one and refuse nonsense."""
+    from app.cli import build_parser
+    from dataengine.augment import AugmentConfig
+
+    out, _ = built
+    quiet = dict(eq_p=0.0, speed_p=0.0, noise_p=0.0, gain_db=(0.0, 0.0))
+    dry = MixtureSampler(out, seed=3, seconds=2.0, augment=AugmentConfig(reverb_p=0.0, **quiet))
+    wet = MixtureSampler(out, seed=3, seconds=2.0, augment=AugmentConfig(reverb_p=1.0, wet=(0.9, 0.9), **quiet))
+    assert dry.augment.reverb_p == 0.0 and wet.augment.wet == (0.9, 0.9)
+    a, b = dry.sample(np.random.default_rng(4)), wet.sample(np.random.default_rng(4))
+    assert a.category == b.category and a.target.shape == b.target.shape
+    active = np.abs(a.target) > 1e-4
+    corr = np.corrcoef(a.target[active], b.target[active])[0, 1]
+    assert corr < 0.6  # mostly reverberant tail: the dry signal is only a tenth of it
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "separator-pool", "--out", "x", "--minutes", "1", "--reverb-p", "0.5", "--wet", "0.1,0.8"])
+    assert args.reverb_p == 0.5 and args.wet == (0.1, 0.8)
+    for bad, message in ((["--wet", "0.8,0.1"], "need 0 <= LO <= HI < 1"), (["--wet", "loud"], "use LO,HI"), (["--reverb-p", "2"], "probability")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "separator-pool", "--out", "x", "--minutes", "1", *bad])
+        assert message in capsys.readouterr().err
+
+
 def test_pool_shards_feed_a_training_pool(built, tmp_path):
     """Shards written by the pool producer hold encoded fresh mixtures; the trainer's feed reads each once."""
     import torch
