@@ -420,3 +420,20 @@ def test_shipped_bundle_ranks_example_prompts_first():
     matched = scores.diagonal().mean()
     unmatched = (scores.sum() - scores.diagonal().sum()) / (scores.numel() - len(examples))
     assert matched > unmatched + 0.1, scores
+
+
+def test_benchmark_class_embeddings_are_the_normalised_phrasing_means(encoder):
+    """The encoders benchmark's zero-shot classes: one unit vector per class, the mean of its prompts'
+    embeddings; a vocabulary category is ensembled over its name and training phrasings."""
+    from benchmarks.encoders import class_embeddings, phrasings
+    from dataengine.vocabulary import category
+
+    assert phrasings("dog")[:2] == ["dog", "dog barking"] and phrasings("dog") == list(category("dog").phrasings)
+    assert phrasings("not a category") == ["not a category"]
+    prompts = [["dog barking", "a dog barks"], ["piano"]]
+    classes = class_embeddings(encoder, prompts)
+    assert classes.shape == (2, encoder.embed_text(["x"]).shape[-1])
+    torch.testing.assert_close(classes.norm(dim=-1), torch.ones(2))
+    mean = encoder.embed_text(prompts[0]).mean(0)
+    torch.testing.assert_close(classes[0], mean / mean.norm())
+    torch.testing.assert_close(classes[1], encoder.embed_text(["piano"])[0])
