@@ -92,6 +92,13 @@ def register(commands, train_commands) -> None:
         metavar="F",
         help="each target keeps at least this fraction of the mixture (0: none; default: the library's, see README)",
     )
+    p.add_argument(
+        "--shifts",
+        type=int,
+        default=None,
+        metavar="S",
+        help="separate each chunk S times on shifted latent grids and average the masks (S times slower; default: the library's)",
+    )
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a flow-matching separator")
     p.add_argument("--reference", type=Path, default=None, help="true target (single FILE, single prompt): print the SI-SDR improvement")
     p.set_defaults(func=run_separate)
@@ -272,6 +279,10 @@ def run_separate(args) -> int:
         config.mask_floor = args.mask_floor
     if args.steps:
         config.steps = args.steps
+    if args.shifts is not None:
+        if args.shifts < 1:
+            raise PromptError(f"--shifts {args.shifts}: expected a whole number of passes, at least 1")
+        config.shifts = args.shifts
     separator = Separator.from_pretrained(args.bundle, device=args.device, config=config)
     failures = 0
     for name, path, prompts in tqdm(jobs, desc="separating", unit="file", disable=len(jobs) < 2):

@@ -87,12 +87,16 @@ def score(
 
 # ------------------------------------------------------------------------------------ systems
 def build_systems(
-    baselines_dir: Path | None, notes: list[str], bundle: str | None = None, mask_floor: float | None = None
+    baselines_dir: Path | None,
+    notes: list[str],
+    bundle: str | None = None,
+    mask_floor: float | None = None,
+    shifts: int = 1,
 ) -> dict[str, System]:
     """Every system that can run here; what cannot is named in ``notes``. ``bundle``: promptsep's model
     bundle (default: the embedded one); with a mask refiner in it, the same separator without the refiner
     is scored too (``*_unrefined``). ``mask_floor``: promptsep's :attr:`InferenceConfig.mask_floor`
-    (default: the library's)."""
+    (default: the library's); ``shifts``: its :attr:`InferenceConfig.shifts`."""
     mask = mask_settings()
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
@@ -123,7 +127,9 @@ def build_systems(
     try:
         from separation.inference import InferenceConfig, Prompt, Separator
 
-        config = InferenceConfig() if mask_floor is None else InferenceConfig(mask_floor=mask_floor)
+        config = InferenceConfig(shifts=shifts)
+        if mask_floor is not None:
+            config.mask_floor = mask_floor
         separator = Separator.from_pretrained(bundle, config=config)
         unrefined = None
         if separator.refiner is not None:
@@ -421,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mask-floor", type=float, default=None, help="promptsep's mask floor (default: InferenceConfig's)"
     )
     parser.add_argument(
+        "--shifts", type=int, default=1, help="promptsep's shifted passes per chunk, masks averaged (InferenceConfig.shifts)"
+    )
+    parser.add_argument(
         "--room",
         default=None,
         metavar="LO,HI",
@@ -466,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"manifest": args.manifest, "notes": notes, "room": room, "gain_db": args.gain_db}
     if not args.no_quality:
         rows = read_manifest(args.manifest, args.limit)
-        systems = build_systems(Path(args.baselines) if args.baselines else None, notes, args.bundle, args.mask_floor)
+        baselines = Path(args.baselines) if args.baselines else None
+        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts)
         systems = select_systems(systems, args.systems.split(",") if args.systems else None)
         summary, records = evaluate_quality(rows, systems, room, args.gain_db)
         result.update(quality=summary, items=records)

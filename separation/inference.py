@@ -92,6 +92,10 @@ class InferenceConfig:
     # Near-silent chunks are raised by at most this much. 60 dB reaches a -80 dBFS recording; at 30 dB (before
     # 2026-11-23), half of 150 test mixtures played 30 dB quieter changed by over 0.38 dB SI-SDRi, at 60 none moves.
     max_input_gain_db: float = 60.0
+    # Each chunk is separated this many times, delayed by 0, 1/S, 2/S ... of a latent frame (40 ms), and the
+    # masks of the passes are averaged (demucs' "shifts"): the codec's frame grid then falls differently on
+    # each pass, and their errors partly cancel. Costs S times the separator, codec and refiner.
+    shifts: int = 1
 
 
 def span_anchors(spans: Sequence[tuple[float, float]] | None, start_s: float, frames: int, frame_rate: float) -> torch.Tensor:
@@ -226,12 +230,15 @@ class Separator:
         """Separate a batch of mono model-rate chunks.
 
         Shape:
-            chunks ``(B, N)`` -> (target estimates ``(B, P, N)``, residual estimates ``(B, P, N)``),
-            decoded waveforms at the model rate.
+            chunks ``(B, N)`` -> (target estimates ``(B, S, P, N)``, residual estimates ``(B, S, P, N)``),
+            decoded waveforms at the model rate, one per shift of ``config.shifts`` (S).
         """
-        batch, length = chunks.shape
+        n_chunks, length = chunks.shape
         n_prompts = len(prompts)
-        gains = self._input_gains(chunks).to(self.device)
+        delays = self._shift_delays()
+        gains = self._input_gains(chunks).to(self.device).repeat_interleave(len(delays))
+        chunks = self._delayed(chunks, delays)  # (B * S, N') chunk b's shifts next to each other
+        batch = chunks.shape[0]
         latents = rearrange(self.codec.encode((chunks.to(self.device) * gains[:, None])[:, None]), "b d t -> b t d")
         mixture = self.model.normalize(latents)
         frames = mixture.shape[1]
@@ -242,20 +249,40 @@ class Separator:
         cond = torch.cat([c.cond for c in conditions]).repeat(batch, 1)
         spans = torch.empty(batch * n_prompts, frames, dtype=torch.long)
         for b in range(batch):
+            start_s = starts_s[b // len(delays)] - delays[b % len(delays)] / self.sample_rate
             for p, (prompt, c) in enumerate(zip(prompts, conditions, strict=True)):
                 row = b * n_prompts + p
                 tokens[row, : c.tokens.shape[1]] = c.tokens[0]
                 token_mask[row, : c.tokens.shape[1]] = c.token_mask[0]
-                spans[row] = span_anchors(prompt.spans, starts_s[b], frames, self.codec.frame_rate)
+                spans[row] = span_anchors(prompt.spans, start_s, frames, self.codec.frame_rate)
         conditioning = Conditioning(cond=cond, tokens=tokens, token_mask=token_mask, spans=spans.to(self.device))
         sources = predict_sources(
             self.model, mixture, conditioning, steps=self.config.steps, solver=self.config.solver, generator=generator
         )
         sources = self.model.denormalize(rearrange(sources, "b t (two d) -> b two t d", two=2))
-        decoded = self.codec.decode(rearrange(sources, "b two t d -> (b two) d t"), length=length)
+        decoded = self.codec.decode(rearrange(sources, "b two t d -> (b two) d t"), length=chunks.shape[-1])
         decoded = rearrange(decoded, "(b p two) 1 n -> two b p n", b=batch, p=n_prompts, two=2)
         decoded = decoded / gains[None, :, None, None]
+        decoded = torch.stack(  # undo each shift's delay
+            [decoded[:, i :: len(delays), :, d : d + length] for i, d in enumerate(delays)], dim=2
+        )
         return decoded[0].cpu(), decoded[1].cpu()
+
+    def _shift_delays(self) -> list[int]:
+        """Model-rate delays of the ``config.shifts`` passes: evenly spaced within one latent frame."""
+        shifts = self.config.shifts
+        if shifts < 1:
+            raise PromptError(f"shifts must be at least 1, got {shifts}")
+        return [round(i * self.codec.hop_length / shifts) for i in range(shifts)]
+
+    def _delayed(self, chunks: torch.Tensor, delays: list[int]) -> torch.Tensor:
+        """Each chunk once per delay, delayed by it and padded to a whole latent frame more.
+        Shape: ``(B, N)`` -> ``(B * S, N + hop)``, or ``(B, N)`` unchanged for the single delay 0."""
+        if delays == [0]:
+            return chunks
+        hop = self.codec.hop_length
+        padded = [torch.nn.functional.pad(chunks, (d, hop - d)) for d in delays]
+        return rearrange(torch.stack(padded, dim=1), "b s n -> (b s) n")
 
     def _input_gains(self, chunks: torch.Tensor) -> torch.Tensor:
         """Per-chunk gains that bring ``(B, N)`` chunks to ``config.input_level_db`` RMS. Shape ``(B,)``."""
@@ -300,15 +327,19 @@ class Separator:
 
         Shape:
             mix_chunk ``(C, L)`` at ``rate``; model_chunk ``(N,)`` its mono mix at the model rate;
-            targets/residuals ``(P, N)``; cond ``(P, E)`` pooled prompt embeddings -> ``(P, C, L)``.
+            targets/residuals ``(S, P, N)``, one per shift; cond ``(P, E)`` pooled prompt embeddings
+            -> ``(P, C, L)``. The shifts' masks are averaged; only the plain decode (not mixture-consistent)
+            averages waveforms, where a codec that does not keep phase partly cancels itself.
         """
         cfg = self.config
         channels, length = mix_chunk.shape
         if not cfg.mixture_consistent:
-            out = resample(targets, self.sample_rate, rate)[..., :length]
+            out = resample(targets.mean(0), self.sample_rate, rate)[..., :length]
             out = torch.nn.functional.pad(out, (0, length - out.shape[-1]))
             return out[:, None].expand(-1, channels, -1).clone()
-        masks, n_fft, hop = self.masks(model_chunk, targets, residuals, cond)
+        passes = [self.masks(model_chunk, t, r, cond) for t, r in zip(targets, residuals, strict=True)]
+        masks = torch.stack([m for m, _, _ in passes]).mean(0)
+        n_fft, hop = passes[0][1], passes[0][2]
         ratio = rate / self.sample_rate
         n_fft, hop = max(16, round(n_fft * ratio)), max(4, round(hop * ratio))
         spec = stft(mix_chunk, n_fft, hop)  # (C, F, T)
@@ -448,7 +479,7 @@ class Separator:
                 mix_chunk = mix_chunks[i]
                 n_model = model_chunks[i].shape[-1]
                 pieces = self._apply(
-                    mix_chunk, model_chunks[i], targets[i, :, :n_model], residuals[i, :, :n_model], rate, prompt_cond
+                    mix_chunk, model_chunks[i], targets[i, ..., :n_model], residuals[i, ..., :n_model], rate, prompt_cond
                 )
                 w = _fade_weights(mix_chunk.shape[-1], fade, s == 0, s + chunk >= total)
                 region = slice(s - base, s - base + mix_chunk.shape[-1])

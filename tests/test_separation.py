@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from einops import rearrange
 
 from encoders.codec import Codec, CodecConfig
 from encoders.errors import PromptError, PromptsepError, WeightsError
@@ -533,3 +534,66 @@ def test_train_separator_ema_is_the_running_average_and_survives_a_resume(tmp_pa
     for k in moved:
         torch.testing.assert_close(ema2[k], 0.5 * (raw1[k] + raw2[k]))
         torch.testing.assert_close(final[k].float(), ema2[k], atol=1e-3, rtol=1e-3)  # final: the average, shipped fp16
+
+
+class FrameCodec(torch.nn.Module):
+    """A lossless stand-in codec: each latent frame is the hop's samples themselves."""
+
+    sample_rate, hop_length = 16000, 8
+    frame_rate = sample_rate / hop_length
+
+    def encode(self, wav):
+        return rearrange(wav, "b 1 (t h) -> b h t", h=self.hop_length)
+
+    def decode(self, latents, length=None):
+        return rearrange(latents, "b h t -> b 1 (t h)")[..., :length]
+
+
+class PassThroughModel(torch.nn.Module):
+    """A separator stand-in whose latents pass unchanged (with ``predict_sources`` patched to copy them)."""
+
+    config = SeparatorConfig(latent_dim=8, cond_dim=EMBED, token_dim=EMBED, visual_dim=EMBED)
+
+    def normalize(self, latents):
+        return latents
+
+    def denormalize(self, latents):
+        return latents
+
+
+def test_shifted_passes_are_realigned_before_they_are_combined(monkeypatch):
+    import separation.inference as inference
+
+    # target = the mixture's own latents, residual = silence: every shifted pass decodes to the chunk itself,
+    # so the averaged output is the mixture exactly only if each pass's delay is undone to the sample.
+    monkeypatch.setattr(
+        inference, "predict_sources", lambda model, mixture, cond, **kw: torch.cat([mixture, 0 * mixture], -1)
+    )
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(1, 5 * 1603)
+    config = InferenceConfig(chunk_seconds=0.2, overlap_seconds=0.05, mixture_consistent=False, shifts=3)
+    separator = Separator(FrameCodec(), HashPromptEncoder(), PassThroughModel(), config)
+    assert separator._shift_delays() == [0, 3, 5]
+    chunks = 0.1 * torch.randn(2, 64)
+    targets, residuals = separator._separate_chunks(chunks, [0.0, 1.0], [Prompt(text="x")], separator.condition([Prompt(text="x")]), torch.Generator())
+    assert targets.shape == residuals.shape == (2, 3, 1, 64)  # (chunks, shifts, prompts, samples)
+    torch.testing.assert_close(targets, chunks[:, None, None].expand(-1, 3, 1, -1))
+    result = separator.separate(wav, 16000, "x")
+    torch.testing.assert_close(result.targets[0], wav, atol=1e-6, rtol=0)
+
+
+def test_shifts_average_the_masks_of_shifted_passes(separator):
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(2, 44100)
+    outputs = {}
+    for shifts in (1, 2):
+        config = InferenceConfig(chunk_seconds=2.0, overlap_seconds=0.5, shifts=shifts)
+        shifted = Separator(separator.codec, separator.prompt_encoder, separator.model, config)
+        result = shifted.separate(wav, 44100, [Prompt(text="dog barking"), Prompt(text="piano")])
+        assert result.targets.shape == (2, 2, 44100)
+        assert torch.allclose(result.targets.sum(0) + result.residual, wav, atol=1e-5)
+        outputs[shifts] = result.targets
+    change = (outputs[2] - outputs[1]).pow(2).sum() / outputs[1].pow(2).sum()
+    assert 1e-6 < change < 0.5  # another estimate of the same masks, not the same one and not a different sound
+    with pytest.raises(PromptError, match="shifts"):
+        Separator(separator.codec, separator.prompt_encoder, separator.model, InferenceConfig(shifts=0)).separate(wav, 44100, "dog")
