@@ -86,6 +86,8 @@ def test_cli_reference_report_and_errors(tmp_path, capsys):
     assert "at least one --prompt" in capsys.readouterr().err
     assert main(["separate", str(MIX), "--prompt", "dog", "--mask-floor", "1.5", "--out", str(tmp_path / "f")]) == 2
     assert "--mask-floor 1.5" in capsys.readouterr().err and not (tmp_path / "f").exists()
+    assert main(["separate", str(MIX), "--prompt", "dog", "--shifts", "0", "--out", str(tmp_path / "s")]) == 2
+    assert "--shifts 0" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 
 def test_cli_manifest_mode(tmp_path):
