@@ -83,6 +83,7 @@ class EncoderTrainConfig:
     weight_plus_text: float = 0.25
     extra_batch: int = 16  # rows of extra audio (``extra`` of train_encoders) added to each audio-text batch
     train_visual: bool = True  # False: the visual tower stays as it is (the shipped separator reads its embeddings)
+    init: str = ""  # start from this saved PE-AV folder (e.g. a bundle's peav): its weights, a fresh optimizer and schedule
     eval_every: int = 250
     save_every: int = 250
     seed: int = 0
@@ -725,6 +726,9 @@ def train_encoders(
         rng.bit_generator.state = meta["numpy_rng"]
     elif resume:
         raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
+    elif cfg.init:
+        # a saved bundle's towers (fp16 on disk) replace the fresh ones; its own input standardisation comes with them
+        encoder.load_trainable_state(PromptEncoder.from_pretrained(cfg.init, codec=codec).trainable_state_dict())
     else:
         standardize_input_projection(encoder, [cache.latents[i] for i, s in enumerate(cache.clip_splits) if s == "train"])
     if not cfg.train_visual:  # after the optimizer is built, so its groups still match a checkpoint's

@@ -4,6 +4,7 @@ round trip, errors, training smoke test, retrieval CLI and the shipped bundle's 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -367,6 +368,14 @@ def test_frozen_visual_fine_tune_with_extra_audio_moves_only_the_audio_side(code
     assert visual and audio
     assert all(torch.equal(old[k], new[k]) for k in visual)
     assert any(not torch.equal(old[k], new[k]) for k in audio)
+
+    # --init: a new run starts from a saved bundle's weights (not re-standardised), with its own step count
+    bundle = run / "bundle"
+    started = replace(cfg, out=str(tmp_path / "from_init"), init=str(bundle), steps=0, train_visual=True)
+    copied = PromptEncoder.from_pretrained(train_encoders(started, clips=clips, codec=codec), codec=codec)
+    assert all(torch.equal(v, copied.trainable_state_dict()[k]) for k, v in new.items())
+    with pytest.raises(WeightsError, match="missing"):
+        train_encoders(replace(started, init=str(tmp_path / "no_bundle")), clips=clips, codec=codec)
 
 
 # --------------------------------------------------------------------------------------------- retrieval
