@@ -67,7 +67,7 @@ def register(commands, train_commands) -> None:
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument(
-        "--init", type=Path, default=None,
+        "--init", default="",
         help="start from this saved PE-AV folder (e.g. promptsep_assets/default/peav): its weights, a fresh "
         "optimizer and schedule (a --resume of OUT's checkpoint takes precedence)",
     )
@@ -215,7 +215,7 @@ def run_train(args) -> int:
         device=args.device,
         max_clips_per_category=args.clips_per_category,
         train_visual=not args.freeze_visual,
-        init=str(args.init) if args.init is not None else "",
+        init=args.init,
     )
     extra = None
     if args.extra_audio is not None:

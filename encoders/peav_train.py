@@ -691,7 +691,10 @@ def train_encoders(
         codec = load_default_codec()
     codec = codec.eval()
     resuming = resume and (out / CHECKPOINT_NAME).is_file()
-    encoder = PromptEncoder.build_default(codec, initialize=not resuming)
+    if cfg.init and not resuming:  # a saved bundle's towers, loaded (and checked) before any caching work
+        encoder = PromptEncoder.from_pretrained(cfg.init, codec=codec)
+    else:
+        encoder = PromptEncoder.build_default(codec, initialize=not resuming)
 
     clips = select_clips(clips, cfg.max_clips_per_category, cfg.max_eval_clips_per_category, cfg.seed)
     fingerprint = _fingerprint(clips, codec, encoder, cfg.max_seconds)
@@ -726,10 +729,7 @@ def train_encoders(
         rng.bit_generator.state = meta["numpy_rng"]
     elif resume:
         raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
-    elif cfg.init:
-        # a saved bundle's towers (fp16 on disk) replace the fresh ones; its own input standardisation comes with them
-        encoder.load_trainable_state(PromptEncoder.from_pretrained(cfg.init, codec=codec).trainable_state_dict())
-    else:
+    elif not cfg.init:  # a bundle from --init brings its own input standardisation
         standardize_input_projection(encoder, [cache.latents[i] for i, s in enumerate(cache.clip_splits) if s == "train"])
     if not cfg.train_visual:  # after the optimizer is built, so its groups still match a checkpoint's
         for parameter in encoder.model.video_model.parameters():
