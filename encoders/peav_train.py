@@ -691,6 +691,8 @@ def train_encoders(
         codec = load_default_codec()
     codec = codec.eval()
     resuming = resume and (out / CHECKPOINT_NAME).is_file()
+    if resume and not resuming:  # before any caching work, like a bad --init folder
+        raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
     if cfg.init and not resuming:  # a saved bundle's towers, loaded (and checked) before any caching work
         encoder = PromptEncoder.from_pretrained(cfg.init, codec=codec)
     else:
@@ -727,8 +729,6 @@ def train_encoders(
         step = int(meta["step"])
         minutes_before = float(meta.get("minutes", 0.0))
         rng.bit_generator.state = meta["numpy_rng"]
-    elif resume:
-        raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
     elif not cfg.init:  # a bundle from --init brings its own input standardisation
         standardize_input_projection(encoder, [cache.latents[i] for i, s in enumerate(cache.clip_splits) if s == "train"])
     if not cfg.train_visual:  # after the optimizer is built, so its groups still match a checkpoint's
