@@ -660,6 +660,12 @@ def _save_checkpoint(
     (out / STATE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def require_checkpoint(out: Path) -> None:
+    """Fail unless ``out`` holds a training checkpoint (``--resume``), before any loading or caching work."""
+    if not (out / CHECKPOINT_NAME).is_file():
+        raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
+
+
 def train_encoders(
     cfg: EncoderTrainConfig, resume: bool = False, clips=None, codec=None, extra: list[tuple[Tensor, str]] | None = None
 ) -> Path:
@@ -678,6 +684,8 @@ def train_encoders(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
+    if resume:
+        require_checkpoint(out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     data_dir = Path(cfg.data)
@@ -690,13 +698,10 @@ def train_encoders(
 
         codec = load_default_codec()
     codec = codec.eval()
-    resuming = resume and (out / CHECKPOINT_NAME).is_file()
-    if resume and not resuming:  # before any caching work, like a bad --init folder
-        raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
-    if cfg.init and not resuming:  # a saved bundle's towers, loaded (and checked) before any caching work
+    if cfg.init and not resume:  # a saved bundle's towers, loaded (and checked) before any caching work
         encoder = PromptEncoder.from_pretrained(cfg.init, codec=codec)
     else:
-        encoder = PromptEncoder.build_default(codec, initialize=not resuming)
+        encoder = PromptEncoder.build_default(codec, initialize=not resume)
 
     clips = select_clips(clips, cfg.max_clips_per_category, cfg.max_eval_clips_per_category, cfg.seed)
     fingerprint = _fingerprint(clips, codec, encoder, cfg.max_seconds)
@@ -720,7 +725,7 @@ def train_encoders(
     optimizer = torch.optim.AdamW(
         [{"params": weights, "weight_decay": cfg.weight_decay}, {"params": logits, "weight_decay": 0.0}]
     )
-    if resuming:
+    if resume:
         checkpoint = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
         encoder.load_trainable_state(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
