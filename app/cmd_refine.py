@@ -35,6 +35,20 @@ def register(commands, train_commands) -> None:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--channels", type=int, default=256, help="width of the network")
     t.add_argument("--layers", type=int, default=4, help="dilated residual blocks")
+    t.add_argument(
+        "--tf-channels", type=int, default=0,
+        help="add a time-frequency branch (2-D convolutions over frequency and time) of this width; 0: none",
+    )
+    t.add_argument("--tf-layers", type=int, default=3, help="residual blocks of the time-frequency branch")
+    t.add_argument(
+        "--init", default="",
+        help="start from this trained refiner folder (e.g. promptsep_assets/default/refiner); its width and "
+        "depth replace --channels/--layers, and a --tf-channels branch added to it starts at zero",
+    )
+    t.add_argument(
+        "--crop-seconds", type=float, default=0.0,
+        help="train on random crops of this many seconds of each item (16 kHz shards; 0: whole items)",
+    )
     t.add_argument("--cond", action="store_true", help="condition the refiner on the pooled prompt embedding (FiLM)")
     t.add_argument("--eval-every", type=int, default=200, help="steps between validation measurements")
     t.add_argument("--threads", type=int, default=1, help="CPU threads")
@@ -60,7 +74,8 @@ def run_train(args) -> int:
 
     cfg = RefinerTrainConfig(
         shards=tuple(args.shards), val=args.val, out=args.out, steps=args.steps, minutes=args.minutes,
-        batch=args.batch, lr=args.lr, channels=args.channels, layers=args.layers, cond=args.cond, eval_every=args.eval_every,
+        batch=args.batch, lr=args.lr, channels=args.channels, layers=args.layers, tf_channels=args.tf_channels,
+        tf_layers=args.tf_layers, init=args.init, crop_seconds=args.crop_seconds, cond=args.cond, eval_every=args.eval_every,
         threads=args.threads, device=args.device,
     )
     try:

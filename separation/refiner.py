@@ -10,6 +10,12 @@ By default it is prompt-agnostic: the prompt already shaped the decoded estimate
 FiLM from the pooled prompt embedding; measured worse so far, see the README). The network treats the
 frequency bins of a frame as channels and convolves over time (dilated residual blocks), so it costs
 about 0.3 G multiply-adds per second of audio. Inputs are scaled by the mixture's RMS, so it is level-invariant.
+
+That bins-as-channels branch sees a whole frame at once but squeezes its 257 bins through ``channels`` features,
+so it cannot draw a correction finer than the codec's blur along frequency. ``tf_channels`` > 0 adds a second,
+time-frequency branch: small 2-D convolutions over (frequency, time) with the same four features per bin, whose
+zero-initialised output is added to the first branch's logit correction. A trained bins-only refiner therefore
+loads into a two-branch one unchanged (``init_from``) and starts exactly where it was.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class RefinerConfig:
     layers: int = 4
     power: float = 1.0  # of the first ratio mask |T|^p / (|T|^p + |R|^p)
     cond_dim: int = 0  # > 0: every block is modulated (FiLM) by the pooled prompt embedding of this size
+    tf_channels: int = 0  # > 0: add the time-frequency branch with this many channels
+    tf_layers: int = 3  # its residual blocks (time dilations 1, 2, 4, ...)
 
     @classmethod
     def from_json(cls, path: Path) -> "RefinerConfig":
@@ -77,6 +85,42 @@ class _Block(nn.Module):
         return x + self.mix(F.gelu(self.conv(h)))
 
 
+class _PointNorm(nn.LayerNorm):
+    """Layer norm over the channels of each time-frequency point of ``(B, C, F, T)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class _TFBlock(nn.Module):
+    """Pre-norm residual block over (frequency, time): a 3x3 conv dilated along time, GELU, a pointwise conv."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.norm = _PointNorm(channels)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=(1, dilation), dilation=(1, dilation))
+        self.mix = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.mix(F.gelu(self.conv(self.norm(x))))
+
+
+class _TFBranch(nn.Module):
+    """Per-bin logit correction from the ``(B, 4, F, T)`` features; its output starts at zero."""
+
+    def __init__(self, channels: int, layers: int) -> None:
+        super().__init__()
+        self.input = nn.Conv2d(4, channels, 3, padding=1)
+        self.blocks = nn.Sequential(*(_TFBlock(channels, 2**i) for i in range(layers)))
+        self.norm = _PointNorm(channels)
+        self.output = nn.Conv2d(channels, 1, 1)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.output(F.gelu(self.norm(self.blocks(self.input(features))))).squeeze(1)
+
+
 class MaskRefiner(nn.Module):
     """Refines the ratio mask of decoded target / residual estimates on the mixture's STFT."""
 
@@ -91,6 +135,7 @@ class MaskRefiner(nn.Module):
         self.output = nn.Conv1d(width, bins, 1)
         nn.init.zeros_(self.output.weight)  # starts as the identity: the plain ratio mask
         nn.init.zeros_(self.output.bias)
+        self.tf = _TFBranch(self.config.tf_channels, self.config.tf_layers) if self.config.tf_channels else None
 
     def masks(self, mixture: Tensor, targets: Tensor, residuals: Tensor, cond: Tensor | None = None) -> Tensor:
         """Refined masks of each estimate pair on the mixture's STFT grid (``config.n_fft`` / ``hop``).
@@ -106,11 +151,13 @@ class MaskRefiner(nn.Module):
         mags = stft(torch.stack([mixture, targets, residuals]) / scale, cfg.n_fft, cfg.hop).abs()  # (3, B, F, T)
         first = ratio_mask(mags[1], mags[2], cfg.power)
         logs = torch.log(mags + MAG_FLOOR)
-        features = torch.cat([logs[0], logs[1], logs[2], 2 * first - 1], dim=1)  # (B, 4F, T)
-        x = self.input(features)
+        features = torch.stack([logs[0], logs[1], logs[2], 2 * first - 1], dim=1)  # (B, 4, F, T)
+        x = self.input(features.flatten(1, 2))  # the bins of a frame as channels: (B, 4F, T)
         for block in self.blocks:
             x = block(x, cond)
         delta = self.output(F.gelu(self.norm(x)))
+        if self.tf is not None:
+            delta = delta + self.tf(features)
         return torch.sigmoid(torch.logit(first.clamp(LOGIT_CLAMP, 1 - LOGIT_CLAMP)) + delta)
 
     def separate(self, mixture: Tensor, targets: Tensor, residuals: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -127,6 +174,22 @@ class MaskRefiner(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
         save_file({k: v.to(dtype).contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
+
+    def init_from(self, path: str | Path) -> "MaskRefiner":
+        """Copy the weights of a trained refiner folder into this one. Its settings must equal this refiner's,
+        except that it may lack the time-frequency branch, which then keeps its zero start (so the result
+        computes exactly what the loaded refiner did). Raises WeightsError otherwise."""
+        other = MaskRefiner.from_pretrained(path)
+        mine, theirs = asdict(self.config), asdict(other.config)
+        if theirs["tf_channels"] == 0:
+            for key in ("tf_channels", "tf_layers"):
+                theirs[key] = mine[key]
+        if mine != theirs:
+            raise WeightsError(f"{path}: refiner settings {asdict(other.config)} cannot start {asdict(self.config)}")
+        missing, _ = self.load_state_dict(other.state_dict(), strict=False)
+        if any(not key.startswith("tf.") for key in missing):
+            raise WeightsError(f"{path}: refiner weights do not match (missing {missing})")
+        return self
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "MaskRefiner":

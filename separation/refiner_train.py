@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from separation.refiner import MaskRefiner, RefinerConfig
 from separation.train import save_atomically
 
 SHARD_GLOB = "refine-*.pt"
+CROP_RATE = 16000  # sample rate of the shards' waveforms (the default codec's) for ``crop_seconds``
 
 
 @torch.no_grad()
@@ -182,6 +183,10 @@ class RefinerTrainConfig:
     warmup: int = 100
     channels: int = 256
     layers: int = 4
+    tf_channels: int = 0  # > 0: add the time-frequency branch (see :class:`~separation.refiner.RefinerConfig`)
+    tf_layers: int = 3
+    init: str = ""  # start from this trained refiner folder (its settings; a new time-frequency branch starts at zero)
+    crop_seconds: float = 0.0  # > 0: train on random crops of this length (cheaper steps for the 2-D branch)
     cond: bool = False  # condition on the pooled prompt embedding (a paraphrase of the item's category)
     cond_dropout: float = 0.1  # share of training items whose prompt embedding is zeroed
     seed: int = 0
@@ -206,7 +211,6 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     device = torch.device(cfg.device)
     out, rng = Path(cfg.out), np.random.default_rng(cfg.seed)
     ckpt = out / "checkpoint"
-    out.mkdir(parents=True, exist_ok=True)
     resuming = resume and (ckpt / "state.json").is_file()
     if resuming:
         refiner = MaskRefiner.from_pretrained(ckpt)
@@ -216,7 +220,18 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     else:
         prompts = CategoryPrompts() if cfg.cond else None
         cond_dim = prompts.embed_dim if prompts is not None else 0
-        refiner = MaskRefiner(RefinerConfig(channels=cfg.channels, layers=cfg.layers, cond_dim=cond_dim))
+        config = RefinerConfig(
+            channels=cfg.channels, layers=cfg.layers, cond_dim=cond_dim, tf_channels=cfg.tf_channels,
+            tf_layers=cfg.tf_layers,
+        )
+        if cfg.init:  # the starting refiner's settings, plus the time-frequency branch asked for here
+            start = MaskRefiner.from_pretrained(cfg.init).config
+            config = start if start.tf_channels else replace(start, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
+            if start.cond_dim and prompts is None:
+                prompts = CategoryPrompts()
+        refiner = MaskRefiner(config)
+        if cfg.init:
+            refiner.init_from(cfg.init)
         step, minutes_before = 0, 0.0
     refiner = refiner.to(device).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -240,6 +255,7 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         save_atomically(optimizer.state_dict(), ckpt / "optimizer.pt")
         (ckpt / "state.json").write_text(json.dumps({"step": step, "minutes": minutes_trained(), "train": asdict(cfg)}))
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad settings, weights or shard folders leave nothing behind
     log = (out / "metrics.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, desc="train refiner")
     while step < cfg.steps:
@@ -249,6 +265,10 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
                 waves, categories = torch.cat([waves, new_waves]), categories + new_categories
         picks = rng.integers(0, len(waves), cfg.batch)
         batch = waves[torch.from_numpy(picks)].float().to(device)
+        crop = int(cfg.crop_seconds * CROP_RATE)
+        if 0 < crop < batch.shape[-1]:
+            offset = int(rng.integers(0, batch.shape[-1] - crop + 1))
+            batch = batch[..., offset : offset + crop]
         cond = None
         if prompts is not None:
             cond = prompts([categories[i] for i in picks], rng)

@@ -164,3 +164,41 @@ def test_separator_training_can_score_the_refined_mask(tmp_path):
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 2 and state["train"]["refiner"] == str(tmp_path / "refiner")
     assert all(abs(v) < 1e4 for v in state["losses"])  # finite: the refined mask's SI-SDR trained the separator
+
+
+TWO_BRANCH = RefinerConfig(channels=32, layers=2, tf_channels=8, tf_layers=2)
+
+
+def test_a_trained_refiner_starts_a_two_branch_one_unchanged(tmp_path):
+    _perturbed().save_pretrained(tmp_path / "bins", dtype=torch.float32)
+    two = MaskRefiner(TWO_BRANCH).init_from(tmp_path / "bins").eval()
+    torch.manual_seed(3)
+    x = 0.1 * torch.randn(3, 2, 8000)
+    torch.testing.assert_close(two.masks(*x), _perturbed().masks(*x))  # the new branch's output starts at zero
+    with torch.no_grad():
+        two.tf.output.weight.normal_(0, 0.5)
+    masks = two.masks(*x)
+    assert masks.shape == (2, 257, 63) and 0 < masks.min() and masks.max() < 1
+    assert (masks - _perturbed().masks(*x)).abs().max() > 1e-2
+    torch.testing.assert_close(two.masks(*(30 * x)), masks, atol=1e-4, rtol=1e-3)  # still level-invariant
+    with pytest.raises(WeightsError, match="cannot start"):
+        MaskRefiner(RefinerConfig(channels=16, layers=2, tf_channels=8)).init_from(tmp_path / "bins")
+
+
+def test_training_a_time_frequency_branch_from_a_trained_refiner(tmp_path):
+    for name, seed in (("train", 0), ("val", 1)):
+        (tmp_path / name).mkdir()
+        torch.save([{"waves": w, "category": "tone"} for w in _toy_items(32, seed)], tmp_path / name / "refine-x-0-00000.pt")
+    _perturbed().save_pretrained(tmp_path / "start", dtype=torch.float32)
+    cfg = RefinerTrainConfig(
+        shards=(str(tmp_path / "train"),), val=str(tmp_path / "val"), out=str(tmp_path / "run"), steps=30, batch=4,
+        lr=3e-3, warmup=1, tf_channels=8, tf_layers=2, init=str(tmp_path / "start"), crop_seconds=0.5,
+        eval_every=30, save_every=30, reload_every=0,
+    )
+    final = MaskRefiner.from_pretrained(train_refiner(cfg))
+    assert final.config == RefinerConfig(channels=32, layers=2, tf_channels=8, tf_layers=2)  # the start's width
+    val = load_refiner_shards([tmp_path / "val"])[0]
+    assert evaluate(final, val)["refined_mean"] > evaluate(_perturbed(), val)["refined_mean"] + 0.5
+    with pytest.raises(WeightsError, match="is missing"):
+        train_refiner(RefinerTrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "nowhere"), "out": str(tmp_path / "bad")}))
+    assert not (tmp_path / "bad").exists()  # nothing half-written
