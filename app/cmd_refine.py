@@ -42,8 +42,8 @@ def register(commands, train_commands) -> None:
     t.add_argument("--tf-layers", type=int, default=3, help="residual blocks of the time-frequency branch")
     t.add_argument(
         "--init", default="",
-        help="start from this trained refiner folder (e.g. promptsep_assets/default/refiner); its width and "
-        "depth replace --channels/--layers, and a --tf-channels branch added to it starts at zero",
+        help="start from this trained refiner folder (e.g. promptsep_assets/default/refiner); its width, depth and "
+        "conditioning replace --channels/--layers/--cond, and a --tf-channels branch added to it starts at zero",
     )
     t.add_argument(
         "--crop-seconds", type=float, default=0.0,

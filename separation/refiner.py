@@ -15,7 +15,8 @@ That bins-as-channels branch sees a whole frame at once but squeezes its 257 bin
 so it cannot draw a correction finer than the codec's blur along frequency. ``tf_channels`` > 0 adds a second,
 time-frequency branch: small 2-D convolutions over (frequency, time) with the same four features per bin, whose
 zero-initialised output is added to the first branch's logit correction. A trained bins-only refiner therefore
-loads into a two-branch one unchanged (``init_from``) and starts exactly where it was.
+loads into a two-branch one unchanged (``init_from``) and starts exactly where it was. With 16 channels and
+three blocks the branch adds about 0.27 G multiply-adds per second of audio, as much again as the first.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ class RefinerTrainConfig:
     layers: int = 4
     tf_channels: int = 0  # > 0: add the time-frequency branch (see :class:`~separation.refiner.RefinerConfig`)
     tf_layers: int = 3
-    init: str = ""  # start from this trained refiner folder (its settings; a new time-frequency branch starts at zero)
+    init: str = ""  # start from this trained refiner folder (its settings, ``cond`` included; a new time-frequency branch starts at zero)
     crop_seconds: float = 0.0  # > 0: train on random crops of this length (cheaper steps for the 2-D branch)
     cond: bool = False  # condition on the pooled prompt embedding (a paraphrase of the item's category)
     cond_dropout: float = 0.1  # share of training items whose prompt embedding is zeroed
@@ -217,6 +217,12 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         prompts = CategoryPrompts() if refiner.config.cond_dim else None
         state = json.loads((ckpt / "state.json").read_text())
         step, minutes_before = state["step"], state["minutes"]
+    elif cfg.init:  # the starting refiner's settings (conditioning included), plus the time-frequency branch asked for
+        start = MaskRefiner.from_pretrained(cfg.init).config
+        config = start if start.tf_channels else replace(start, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
+        prompts = CategoryPrompts() if config.cond_dim else None
+        refiner = MaskRefiner(config).init_from(cfg.init)
+        step, minutes_before = 0, 0.0
     else:
         prompts = CategoryPrompts() if cfg.cond else None
         cond_dim = prompts.embed_dim if prompts is not None else 0
@@ -224,14 +230,7 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
             channels=cfg.channels, layers=cfg.layers, cond_dim=cond_dim, tf_channels=cfg.tf_channels,
             tf_layers=cfg.tf_layers,
         )
-        if cfg.init:  # the starting refiner's settings, plus the time-frequency branch asked for here
-            start = MaskRefiner.from_pretrained(cfg.init).config
-            config = start if start.tf_channels else replace(start, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
-            if start.cond_dim and prompts is None:
-                prompts = CategoryPrompts()
         refiner = MaskRefiner(config)
-        if cfg.init:
-            refiner.init_from(cfg.init)
         step, minutes_before = 0, 0.0
     refiner = refiner.to(device).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=cfg.lr, weight_decay=0.01)
