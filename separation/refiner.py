@@ -176,20 +176,16 @@ class MaskRefiner(nn.Module):
         (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
         save_file({k: v.to(dtype).contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
 
-    def init_from(self, path: str | Path) -> "MaskRefiner":
-        """Copy the weights of a trained refiner folder into this one. Its settings must equal this refiner's,
-        except that it may lack the time-frequency branch, which then keeps its zero start (so the result
-        computes exactly what the loaded refiner did). Raises WeightsError otherwise."""
-        other = MaskRefiner.from_pretrained(path)
+    def init_from(self, other: "MaskRefiner") -> "MaskRefiner":
+        """Copy a trained refiner's weights into this one. Its settings must equal this refiner's, except that it
+        may lack the time-frequency branch, which then keeps its zero start (so the result computes exactly what
+        ``other`` did). Raises WeightsError otherwise."""
         mine, theirs = asdict(self.config), asdict(other.config)
-        if theirs["tf_channels"] == 0:
-            for key in ("tf_channels", "tf_layers"):
-                theirs[key] = mine[key]
+        if other.tf is None:
+            theirs.update(tf_channels=mine["tf_channels"], tf_layers=mine["tf_layers"])
         if mine != theirs:
-            raise WeightsError(f"{path}: refiner settings {asdict(other.config)} cannot start {asdict(self.config)}")
-        missing, _ = self.load_state_dict(other.state_dict(), strict=False)
-        if any(not key.startswith("tf.") for key in missing):
-            raise WeightsError(f"{path}: refiner weights do not match (missing {missing})")
+            raise WeightsError(f"refiner settings {asdict(other.config)} cannot start {asdict(self.config)}")
+        self.load_state_dict(other.state_dict(), strict=other.tf is not None)  # equal settings: only tf.* can be missing
         return self
 
     @classmethod

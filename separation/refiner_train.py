@@ -212,26 +212,26 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     out, rng = Path(cfg.out), np.random.default_rng(cfg.seed)
     ckpt = out / "checkpoint"
     resuming = resume and (ckpt / "state.json").is_file()
+    step, minutes_before = 0, 0.0
     if resuming:
         refiner = MaskRefiner.from_pretrained(ckpt)
         prompts = CategoryPrompts() if refiner.config.cond_dim else None
         state = json.loads((ckpt / "state.json").read_text())
         step, minutes_before = state["step"], state["minutes"]
     elif cfg.init:  # the starting refiner's settings (conditioning included), plus the time-frequency branch asked for
-        start = MaskRefiner.from_pretrained(cfg.init).config
-        config = start if start.tf_channels else replace(start, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
+        start = MaskRefiner.from_pretrained(cfg.init)
+        config = start.config
+        if start.tf is None:
+            config = replace(config, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
         prompts = CategoryPrompts() if config.cond_dim else None
-        refiner = MaskRefiner(config).init_from(cfg.init)
-        step, minutes_before = 0, 0.0
+        refiner = MaskRefiner(config).init_from(start)
     else:
         prompts = CategoryPrompts() if cfg.cond else None
         cond_dim = prompts.embed_dim if prompts is not None else 0
-        config = RefinerConfig(
+        refiner = MaskRefiner(RefinerConfig(
             channels=cfg.channels, layers=cfg.layers, cond_dim=cond_dim, tf_channels=cfg.tf_channels,
             tf_layers=cfg.tf_layers,
-        )
-        refiner = MaskRefiner(config)
-        step, minutes_before = 0, 0.0
+        ))
     refiner = refiner.to(device).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=cfg.lr, weight_decay=0.01)
     if resuming and (ckpt / "optimizer.pt").is_file():

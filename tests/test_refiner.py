@@ -40,6 +40,13 @@ def _toy_items(count: int, seed: int) -> torch.Tensor:
     return torch.stack([target + residual, target, t_est, r_est], dim=1).half()
 
 
+def _toy_shards(folder) -> None:
+    """``folder/train`` and ``folder/val``: one shard of 32 toy items each."""
+    for name, seed in (("train", 0), ("val", 1)):
+        (folder / name).mkdir()
+        torch.save([{"waves": w, "category": "tone"} for w in _toy_items(32, seed)], folder / name / "refine-x-0-00000.pt")
+
+
 def test_an_untrained_refiner_is_the_plain_ratio_mask():
     torch.manual_seed(0)
     mixture, targets, residuals = torch.randn(3, 2, 8000)
@@ -73,9 +80,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_training_on_leaky_estimates_beats_the_plain_mask(tmp_path):
-    for name, seed in (("train", 0), ("val", 1)):
-        (tmp_path / name).mkdir()
-        torch.save([{"waves": w, "category": "tone"} for w in _toy_items(32, seed)], tmp_path / name / "refine-x-0-00000.pt")
+    _toy_shards(tmp_path)
     cfg = RefinerTrainConfig(
         shards=(str(tmp_path / "train"),), val=str(tmp_path / "val"), out=str(tmp_path / "run"), steps=40, batch=4,
         lr=3e-3, warmup=1, channels=32, layers=1, eval_every=20, save_every=20, reload_every=0,
@@ -171,7 +176,7 @@ TWO_BRANCH = RefinerConfig(channels=32, layers=2, tf_channels=8, tf_layers=2)
 
 def test_a_trained_refiner_starts_a_two_branch_one_unchanged(tmp_path):
     _perturbed().save_pretrained(tmp_path / "bins", dtype=torch.float32)
-    two = MaskRefiner(TWO_BRANCH).init_from(tmp_path / "bins").eval()
+    two = MaskRefiner(TWO_BRANCH).init_from(MaskRefiner.from_pretrained(tmp_path / "bins")).eval()
     torch.manual_seed(3)
     x = 0.1 * torch.randn(3, 2, 8000)
     torch.testing.assert_close(two.masks(*x), _perturbed().masks(*x))  # the new branch's output starts at zero
@@ -182,13 +187,11 @@ def test_a_trained_refiner_starts_a_two_branch_one_unchanged(tmp_path):
     assert (masks - _perturbed().masks(*x)).abs().max() > 1e-2
     torch.testing.assert_close(two.masks(*(30 * x)), masks, atol=1e-4, rtol=1e-3)  # still level-invariant
     with pytest.raises(WeightsError, match="cannot start"):
-        MaskRefiner(RefinerConfig(channels=16, layers=2, tf_channels=8)).init_from(tmp_path / "bins")
+        MaskRefiner(RefinerConfig(channels=16, layers=2, tf_channels=8)).init_from(_perturbed())
 
 
 def test_training_a_time_frequency_branch_from_a_trained_refiner(tmp_path):
-    for name, seed in (("train", 0), ("val", 1)):
-        (tmp_path / name).mkdir()
-        torch.save([{"waves": w, "category": "tone"} for w in _toy_items(32, seed)], tmp_path / name / "refine-x-0-00000.pt")
+    _toy_shards(tmp_path)
     _perturbed().save_pretrained(tmp_path / "start", dtype=torch.float32)
     cfg = RefinerTrainConfig(
         shards=(str(tmp_path / "train"),), val=str(tmp_path / "val"), out=str(tmp_path / "run"), steps=30, batch=4,
