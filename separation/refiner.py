@@ -56,12 +56,12 @@ class RefinerConfig:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-class _FrameNorm(nn.LayerNorm):
-    """Layer norm over the channels of each frame of ``(B, C, T)`` (no statistics across time, so a frame's
-    output depends only on its receptive field, not on the chunk's length)."""
+class _ChannelNorm(nn.LayerNorm):
+    """Layer norm over the channels (dim 1) of each frame of ``(B, C, T)`` or each point of ``(B, C, F, T)`` (no
+    statistics across time, so a frame's output depends only on its receptive field, not on the chunk's length)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
 class _Block(nn.Module):
@@ -70,7 +70,7 @@ class _Block(nn.Module):
 
     def __init__(self, channels: int, dilation: int, cond_dim: int = 0) -> None:
         super().__init__()
-        self.norm = _FrameNorm(channels)
+        self.norm = _ChannelNorm(channels)
         self.conv = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
         self.mix = nn.Conv1d(channels, channels, 1)
         self.film = nn.Linear(cond_dim, 2 * channels) if cond_dim else None
@@ -86,19 +86,12 @@ class _Block(nn.Module):
         return x + self.mix(F.gelu(self.conv(h)))
 
 
-class _PointNorm(nn.LayerNorm):
-    """Layer norm over the channels of each time-frequency point of ``(B, C, F, T)``."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
-
-
 class _TFBlock(nn.Module):
     """Pre-norm residual block over (frequency, time): a 3x3 conv dilated along time, GELU, a pointwise conv."""
 
     def __init__(self, channels: int, dilation: int) -> None:
         super().__init__()
-        self.norm = _PointNorm(channels)
+        self.norm = _ChannelNorm(channels)
         self.conv = nn.Conv2d(channels, channels, 3, padding=(1, dilation), dilation=(1, dilation))
         self.mix = nn.Conv2d(channels, channels, 1)
 
@@ -113,7 +106,7 @@ class _TFBranch(nn.Module):
         super().__init__()
         self.input = nn.Conv2d(4, channels, 3, padding=1)
         self.blocks = nn.Sequential(*(_TFBlock(channels, 2**i) for i in range(layers)))
-        self.norm = _PointNorm(channels)
+        self.norm = _ChannelNorm(channels)
         self.output = nn.Conv2d(channels, 1, 1)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
@@ -132,7 +125,7 @@ class MaskRefiner(nn.Module):
         width = self.config.channels
         self.input = nn.Conv1d(4 * bins, width, 5, padding=2)
         self.blocks = nn.ModuleList(_Block(width, 2**i, self.config.cond_dim) for i in range(self.config.layers))
-        self.norm = _FrameNorm(width)
+        self.norm = _ChannelNorm(width)
         self.output = nn.Conv1d(width, bins, 1)
         nn.init.zeros_(self.output.weight)  # starts as the identity: the plain ratio mask
         nn.init.zeros_(self.output.bias)
