@@ -200,10 +200,11 @@ def run_retrieve(args) -> int:
 
 def run_train(args) -> int:
     from encoders.codec import Codec, load_default_codec
-    from encoders.peav_train import EncoderTrainConfig, require_checkpoint, train_encoders
+    from encoders.errors import require_checkpoint
+    from encoders.peav_train import CHECKPOINT_NAME, EncoderTrainConfig, train_encoders
 
     if args.resume:  # before the codec and the extra audio (gigabytes of shards) are read
-        require_checkpoint(Path(args.out))
+        require_checkpoint(Path(args.out) / CHECKPOINT_NAME)
     codec = Codec.from_pretrained(args.codec) if args.codec is not None else load_default_codec()
     cfg = EncoderTrainConfig(
         data=str(args.data),

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from encoders.codec import Codec, CodecConfig
-from encoders.errors import PromptsepError
+from encoders.errors import PromptsepError, require_checkpoint
 from encoders.schedule import warmup_cosine
 
 AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".flac", ".mp3", ".aiff", ".aif", ".au"}
@@ -364,6 +364,8 @@ def train_codec(
     device: str = "cpu",
 ) -> Codec:
     """Train (or resume) a codec; checkpoints go to ``out/checkpoint``, the final model to ``out/codec``."""
+    if resume:
+        require_checkpoint(out / "checkpoint" / "model.safetensors")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -388,7 +390,7 @@ def train_codec(
     checkpoint = out / "checkpoint"
     codec = Codec(codec_config)
     optimizer_state = None
-    if resume and (checkpoint / "model.safetensors").is_file():
+    if resume:
         codec = Codec.from_pretrained(checkpoint)
         state = json.loads((checkpoint / "state.json").read_text())
         start_step, minutes_before = state["step"], float(state.get("minutes", 0.0))

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from encoders.errors import AudioError, PromptsepError, WeightsError
+from encoders.errors import AudioError, PromptsepError, require_checkpoint
 from encoders.peav import PromptEncoder, latent_input
 from encoders.prompts import VisualPreprocessing, pixels_to_tensor, read_image
 
@@ -660,12 +660,6 @@ def _save_checkpoint(
     (out / STATE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def require_checkpoint(out: Path) -> None:
-    """Fail unless ``out`` holds a training checkpoint (``--resume``), before any loading or caching work."""
-    if not (out / CHECKPOINT_NAME).is_file():
-        raise WeightsError(f"--resume: no checkpoint in {out}; start without --resume")
-
-
 def train_encoders(
     cfg: EncoderTrainConfig, resume: bool = False, clips=None, codec=None, extra: list[tuple[Tensor, str]] | None = None
 ) -> Path:
@@ -685,7 +679,7 @@ def train_encoders(
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     if resume:
-        require_checkpoint(out)
+        require_checkpoint(out / CHECKPOINT_NAME)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     data_dir = Path(cfg.data)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from encoders.errors import PromptsepError
+from encoders.errors import PromptsepError, require_checkpoint
 from separation.train import decode_pairs, masked_target_sisdr
 
 DECODER_PREFIXES = ("quantizer.out_proj.", "decoder.")
@@ -98,16 +98,17 @@ def tune_decoder(cfg: DecoderTuneConfig, resume: bool = False) -> Path:
     from encoders.codec_train import MultiScaleMelLoss, save_checkpoint
     from encoders.schedule import warmup_cosine
 
+    out = Path(cfg.out)
+    checkpoint = out / "checkpoint"
+    if resume:
+        require_checkpoint(checkpoint / "state.json")
     sources, waves = load_shards([Path(f) for f in cfg.feeds], cfg.frames)  # before anything is written
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = torch.device(cfg.device)
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "checkpoint"
-    resuming = resume and (checkpoint / "state.json").is_file()
-    codec = Codec.from_pretrained(checkpoint if resuming else cfg.codec).float().to(device)
+    codec = Codec.from_pretrained(checkpoint if resume else cfg.codec).float().to(device)
     codec.requires_grad_(False)
     params = decoder_parameters(codec)
     for p in params:
@@ -115,7 +116,7 @@ def tune_decoder(cfg: DecoderTuneConfig, resume: bool = False) -> Path:
     codec.eval()  # no dropout or norm statistics to update; eval keeps the encoder's behaviour fixed
     optimizer = torch.optim.AdamW(params, cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
     start, minutes_before = 0, 0.0
-    if resuming:
+    if resume:
         state = json.loads((checkpoint / "state.json").read_text())
         start, minutes_before = state["step"], float(state.get("minutes", 0.0))
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True)["decoder"])

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from encoders.errors import require_checkpoint
 from separation.metrics import si_sdr
 from separation.refiner import MaskRefiner, RefinerConfig
 from separation.train import save_atomically
@@ -211,9 +212,10 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     device = torch.device(cfg.device)
     out, rng = Path(cfg.out), np.random.default_rng(cfg.seed)
     ckpt = out / "checkpoint"
-    resuming = resume and (ckpt / "state.json").is_file()
+    if resume:
+        require_checkpoint(ckpt / "state.json")
     step, minutes_before = 0, 0.0
-    if resuming:
+    if resume:
         refiner = MaskRefiner.from_pretrained(ckpt)
         prompts = CategoryPrompts() if refiner.config.cond_dim else None
         state = json.loads((ckpt / "state.json").read_text())
@@ -234,7 +236,7 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         ))
     refiner = refiner.to(device).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=cfg.lr, weight_decay=0.01)
-    if resuming and (ckpt / "optimizer.pt").is_file():
+    if resume and (ckpt / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     seen: set[Path] = set()
     waves, categories = load_refiner_shards(list(cfg.shards), seen=seen)

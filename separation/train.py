@@ -28,7 +28,7 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
-from encoders.errors import WeightsError
+from encoders.errors import WeightsError, require_checkpoint
 from separation.inference import InferenceConfig, span_anchors
 from separation.masking import ratio_mask_separate
 from separation.metrics import si_sdr
@@ -465,10 +465,11 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
-    resuming = resume and (ckpt / "state.json").exists()
-    if cfg.decoder_lr > 0 and resuming and (ckpt / "codec").is_dir():
+    if resume:
+        require_checkpoint(ckpt / "state.json")
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.decoder_lr > 0 and resume and (ckpt / "codec").is_dir():
         codec = Codec.from_pretrained(ckpt / "codec")  # the decoder as trained so far
     else:
         codec = Codec.from_pretrained(cfg.codec) if cfg.codec else load_default_codec()
@@ -484,7 +485,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
             p.requires_grad_(True)
         mel_loss = MultiScaleMelLoss(codec.sample_rate).to(device)
     # checked before the prompt cache and the pool are built, which can take minutes
-    initial = _initial_separator(cfg, codec.latent_dim) if cfg.init and not resuming else None
+    initial = _initial_separator(cfg, codec.latent_dim) if cfg.init and not resume else None
     refiner = None
     if cfg.refiner:
         from separation.refiner import MaskRefiner
@@ -509,7 +510,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
 
     feed = PoolFeed(Path(cfg.pool_feed), cfg.data) if cfg.pool_feed else None
     step, losses, minutes_before = 0, [], 0.0
-    if resuming:
+    if resume:
         model = SeparatorModel.from_pretrained(ckpt).train()
         state = json.loads((ckpt / "state.json").read_text())
         step, losses = state["step"], state.get("losses", [])
@@ -544,7 +545,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     if resume and (ckpt / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     use_images = _visual_tower_trained(prompt_encoder)
-    ema = _weight_average(model, cfg.ema, ckpt / "ema" if resuming else None)
+    ema = _weight_average(model, cfg.ema, ckpt / "ema" if resume else None)
     started = time.monotonic()
 
     def minutes_trained() -> float:
