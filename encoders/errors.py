@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class PromptsepError(Exception):
     """Base class of every error promptsep raises on purpose (bad input, missing weights, ...)."""
@@ -19,11 +21,9 @@ class WeightsError(PromptsepError):
     """Model weights or their config are missing, incomplete or of the wrong layout."""
 
 
-def require_checkpoint(marker) -> None:
+def require_checkpoint(marker: str | Path) -> None:
     """The trainers' ``--resume`` guard: fail unless the checkpoint file ``marker`` exists (e.g.
     ``OUT/checkpoint/state.json``), so a mistyped OUT is an error instead of a silent fresh start. Call it before
     any loading or writing."""
-    from pathlib import Path
-
     if not Path(marker).is_file():
         raise WeightsError(f"--resume: no checkpoint in {Path(marker).parent}; start without --resume")
