@@ -47,7 +47,7 @@ def register(commands, train_commands) -> None:
     )
     t.add_argument(
         "--crop-seconds", type=float, default=0.0,
-        help="train on random crops of this many seconds of each item (16 kHz shards; 0: whole items)",
+        help="train on random crops of this many seconds of each item (cut at the sample rate the shards record; 0: whole items)",
     )
     t.add_argument("--cond", action="store_true", help="condition the refiner on the pooled prompt embedding (FiLM)")
     t.add_argument("--eval-every", type=int, default=200, help="steps between validation measurements")

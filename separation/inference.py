@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 
 from encoders.audio_io import load_audio, resample
-from encoders.errors import PromptError
+from encoders.errors import PromptError, WeightsError
 from separation.masking import carry_masks, floor_masks, istft, prompt_masks, share_masks, stft
 from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorModel
 from separation.objectives import Conditioning, predict_sources
@@ -172,6 +172,10 @@ class Separator:
         self.model = model.to(self.device).eval()
         self.config = config or InferenceConfig()
         self.judge = judge
+        if refiner is not None and refiner.config.sample_rate != codec.sample_rate:
+            raise WeightsError(
+                f"the mask refiner was trained at {refiner.config.sample_rate} Hz, the codec runs at {codec.sample_rate} Hz"
+            )
         self.refiner = refiner.to(self.device).eval() if refiner is not None else None
 
     @property

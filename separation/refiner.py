@@ -49,6 +49,7 @@ class RefinerConfig:
     cond_dim: int = 0  # > 0: every block is modulated (FiLM) by the pooled prompt embedding of this size
     tf_channels: int = 0  # > 0: add the time-frequency branch with this many channels
     tf_layers: int = 3  # its residual blocks (time dilations 1, 2, 4, ...)
+    sample_rate: int = 16000  # of the audio it was trained on: n_fft and hop are in samples, so it fits one rate
 
     @classmethod
     def from_json(cls, path: Path) -> "RefinerConfig":

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from encoders.errors import require_checkpoint
+from encoders.errors import PromptsepError, WeightsError, require_checkpoint
 from separation.metrics import si_sdr
 from separation.refiner import MaskRefiner, RefinerConfig
 from separation.train import save_atomically
 
 SHARD_GLOB = "refine-*.pt"
-CROP_RATE = 16000  # sample rate of the shards' waveforms (the default codec's) for ``crop_seconds``
+UNRECORDED_RATE = 16000  # shards written before items recorded their rate all came from the 16 kHz default codec
 
 
 @torch.no_grad()
@@ -81,7 +81,7 @@ def write_refiner_shards(
             decoded = codec.decode(rearrange(sources, "b two t d -> (b two) d t"), length=waves.shape[-1])
             decoded = rearrange(decoded, "(b two) 1 n -> b two n", two=2).cpu()
             items = [
-                {"waves": torch.cat([waves[i], decoded[i]]).half().clone(), "category": e.category}
+                {"waves": torch.cat([waves[i], decoded[i]]).half().clone(), "category": e.category, "rate": codec.sample_rate}
                 for i, e in enumerate(examples)
             ]
             save_atomically(items, out / f"refine-{split}-{seed}-{written:05d}.pt")
@@ -92,11 +92,12 @@ def write_refiner_shards(
 
 def load_refiner_shards(
     folders: list[str | Path], limit: int = 0, seen: set[Path] | None = None
-) -> tuple[torch.Tensor, list[str]]:
-    """The shards of ``folders`` as one ``(M, 4, N)`` float16 tensor and the M categories. With ``seen``, only
-    shards not in it are read (and added to it), so a folder that a writer still fills can be re-read cheaply;
-    nothing new then gives an empty tensor."""
-    waves, categories = [], []
+) -> tuple[torch.Tensor, list[str], int]:
+    """The shards of ``folders`` as one ``(M, 4, N)`` float16 tensor, the M categories and their sample rate (one
+    rate for all; shards of different rates raise PromptsepError). With ``seen``, only shards not in it are read (and
+    added to it), so a folder that a writer still fills can be re-read cheaply; nothing new then gives an empty
+    tensor (and rate 0)."""
+    waves, categories, rates = [], [], set()
     for folder in folders:
         for path in sorted(Path(folder).glob(SHARD_GLOB)):
             if seen is not None:
@@ -106,13 +107,16 @@ def load_refiner_shards(
             for item in torch.load(path, weights_only=True):
                 waves.append(item["waves"])
                 categories.append(item["category"])
+                rates.add(int(item.get("rate", UNRECORDED_RATE)))
+                if len(rates) > 1:
+                    raise PromptsepError(f"refiner shards of different sample rates {sorted(rates)} (at {path}); train on one codec's")
                 if limit and len(waves) >= limit:
-                    return torch.stack(waves), categories
+                    return torch.stack(waves), categories, rates.pop()
     if not waves:
         if seen:
-            return torch.empty(0, 4, 0, dtype=torch.float16), []
+            return torch.empty(0, 4, 0, dtype=torch.float16), [], 0
         raise FileNotFoundError(f"no refiner shards ({SHARD_GLOB}) in {', '.join(map(str, folders))}")
-    return torch.stack(waves), categories
+    return torch.stack(waves), categories, rates.pop()
 
 
 def refined_sisdr(refiner: MaskRefiner, waves: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -227,22 +231,26 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
             config = replace(config, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
         prompts = CategoryPrompts() if config.cond_dim else None
         refiner = MaskRefiner(config).init_from(start)
-    else:
-        prompts = CategoryPrompts() if cfg.cond else None
-        cond_dim = prompts.embed_dim if prompts is not None else 0
+    else:  # built once the shards have told their sample rate
+        refiner, prompts = None, CategoryPrompts() if cfg.cond else None
+    seen: set[Path] = set()
+    waves, categories, sample_rate = load_refiner_shards(list(cfg.shards), seen=seen)
+    if refiner is None:
         refiner = MaskRefiner(RefinerConfig(
-            channels=cfg.channels, layers=cfg.layers, cond_dim=cond_dim, tf_channels=cfg.tf_channels,
-            tf_layers=cfg.tf_layers,
+            channels=cfg.channels, layers=cfg.layers, cond_dim=prompts.embed_dim if prompts is not None else 0,
+            tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers, sample_rate=sample_rate,
         ))
+    elif refiner.config.sample_rate != sample_rate:
+        raise WeightsError(f"the refiner was trained at {refiner.config.sample_rate} Hz, the shards are at {sample_rate} Hz")
     refiner = refiner.to(device).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=cfg.lr, weight_decay=0.01)
     if resume and (ckpt / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    seen: set[Path] = set()
-    waves, categories = load_refiner_shards(list(cfg.shards), seen=seen)
     val, val_cond, val_plain = None, None, None
     if cfg.val:
-        val, val_categories = load_refiner_shards([cfg.val])
+        val, val_categories, val_rate = load_refiner_shards([cfg.val])
+        if val_rate != sample_rate:
+            raise PromptsepError(f"validation shards are at {val_rate} Hz, training shards at {sample_rate} Hz")
         val_cond = prompts(val_categories, np.random.default_rng(0)) if prompts is not None else None
         val_plain = sisdr_gains(MaskRefiner(refiner.config), val)  # fixed while the refiner trains: once
     started, losses = time.monotonic(), []
@@ -261,12 +269,14 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, desc="train refiner")
     while step < cfg.steps:
         if cfg.reload_every and step and step % cfg.reload_every == 0:  # shards written since the last look
-            new_waves, new_categories = load_refiner_shards(list(cfg.shards), seen=seen)
+            new_waves, new_categories, new_rate = load_refiner_shards(list(cfg.shards), seen=seen)
+            if new_categories and new_rate != sample_rate:
+                raise PromptsepError(f"new refiner shards are at {new_rate} Hz, the run's at {sample_rate} Hz")
             if new_categories:
                 waves, categories = torch.cat([waves, new_waves]), categories + new_categories
         picks = rng.integers(0, len(waves), cfg.batch)
         batch = waves[torch.from_numpy(picks)].float().to(device)
-        crop = int(cfg.crop_seconds * CROP_RATE)
+        crop = int(cfg.crop_seconds * sample_rate)
         if 0 < crop < batch.shape[-1]:
             offset = int(rng.integers(0, batch.shape[-1] - crop + 1))
             batch = batch[..., offset : offset + crop]

@@ -40,11 +40,13 @@ def _toy_items(count: int, seed: int) -> torch.Tensor:
     return torch.stack([target + residual, target, t_est, r_est], dim=1).half()
 
 
-def _toy_shards(folder) -> None:
-    """``folder/train`` and ``folder/val``: one shard of 32 toy items each."""
+def _toy_shards(folder, rate: int | None = None) -> None:
+    """``folder/train`` and ``folder/val``: one shard of 32 toy items each (recording ``rate`` when given)."""
     for name, seed in (("train", 0), ("val", 1)):
         (folder / name).mkdir()
-        torch.save([{"waves": w, "category": "tone"} for w in _toy_items(32, seed)], folder / name / "refine-x-0-00000.pt")
+        extra = {"rate": rate} if rate else {}
+        items = [{"waves": w, "category": "tone", **extra} for w in _toy_items(32, seed)]
+        torch.save(items, folder / name / "refine-x-0-00000.pt")
 
 
 def test_an_untrained_refiner_is_the_plain_ratio_mask():
@@ -97,8 +99,9 @@ def test_training_on_leaky_estimates_beats_the_plain_mask(tmp_path):
 def test_refiner_shards_hold_the_separators_estimates(tmp_path):
     _tone_library(tmp_path)
     count = write_refiner_shards(str(tmp_path), tmp_path / "shards", shards=1, shard_size=2, seconds=1.0)
-    waves, categories = load_refiner_shards([tmp_path / "shards"])
+    waves, categories, rate = load_refiner_shards([tmp_path / "shards"])
     assert count == 1 and waves.shape == (2, 4, 16000) and waves.dtype == torch.float16
+    assert rate == 16000 and all(item["rate"] == 16000 for item in torch.load(next((tmp_path / "shards").iterdir())))
     assert set(categories) <= {"dog", "piano", "bird"}
     assert torch.isfinite(waves).all() and (waves[:, 2:].float().abs().amax(-1) > 0).all()
     with pytest.raises(FileNotFoundError, match="no refiner shards"):
@@ -205,3 +208,33 @@ def test_training_a_time_frequency_branch_from_a_trained_refiner(tmp_path):
     with pytest.raises(WeightsError, match="is missing"):
         train_refiner(RefinerTrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "nowhere"), "out": str(tmp_path / "bad")}))
     assert not (tmp_path / "bad").exists()  # nothing half-written
+
+
+def test_the_shards_sample_rate_sets_the_crop_and_the_refiners_rate(tmp_path, monkeypatch):
+    """Shards record their rate: a new refiner takes it, crops are seconds at that rate, and a mismatch with a start
+    refiner, between shard folders or between refiner and codec is an error."""
+    import separation.refiner_train as rt
+    from encoders.errors import PromptsepError
+
+    _toy_shards(tmp_path, rate=8000)
+    lengths = []
+    scored = rt.refined_sisdr
+    monkeypatch.setattr(rt, "refined_sisdr", lambda r, batch, cond=None: lengths.append(batch.shape[-1]) or scored(r, batch, cond))
+    cfg = RefinerTrainConfig(
+        shards=(str(tmp_path / "train"),), out=str(tmp_path / "run"), steps=2, batch=2, warmup=1, channels=8, layers=1,
+        crop_seconds=0.5, reload_every=0,
+    )
+    final = train_refiner(cfg)
+    assert lengths == [4000, 4000]  # 0.5 s at the shards' 8 kHz, not at 16 kHz
+    assert MaskRefiner.from_pretrained(final).config.sample_rate == 8000
+    MaskRefiner(SMALL).save_pretrained(tmp_path / "r16k")  # a 16 kHz refiner cannot start on 8 kHz shards
+    with pytest.raises(WeightsError, match="trained at 16000 Hz, the shards are at 8000 Hz"):
+        train_refiner(RefinerTrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "run2"), "init": str(tmp_path / "r16k")}))
+    assert not (tmp_path / "run2").exists()
+    (tmp_path / "old").mkdir()  # shards from before rates were recorded are the default codec's 16 kHz
+    torch.save([{"waves": w, "category": "tone"} for w in _toy_items(2, 3)], tmp_path / "old" / "refine-x-0-00000.pt")
+    assert load_refiner_shards([tmp_path / "old"])[2] == 16000
+    with pytest.raises(PromptsepError, match=r"different sample rates \[8000, 16000\]"):
+        load_refiner_shards([tmp_path / "train", tmp_path / "old"])
+    with pytest.raises(WeightsError, match="refiner was trained at 8000 Hz, the codec runs at 16000 Hz"):
+        Separator(tiny_codec(), HashPromptEncoder(), tiny_model(), refiner=MaskRefiner.from_pretrained(final))
