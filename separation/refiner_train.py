@@ -91,13 +91,13 @@ def write_refiner_shards(
 
 
 def load_refiner_shards(
-    folders: list[str | Path], limit: int = 0, seen: set[Path] | None = None
+    folders: list[str | Path], limit: int = 0, seen: set[Path] | None = None, rate: int = 0
 ) -> tuple[torch.Tensor, list[str], int]:
-    """The shards of ``folders`` as one ``(M, 4, N)`` float16 tensor, the M categories and their sample rate (one
-    rate for all; shards of different rates raise PromptsepError). With ``seen``, only shards not in it are read (and
-    added to it), so a folder that a writer still fills can be re-read cheaply; nothing new then gives an empty
-    tensor (and rate 0)."""
-    waves, categories, rates = [], [], set()
+    """The shards of ``folders`` as one ``(M, 4, N)`` float16 tensor, the M categories and their sample rate. All
+    items must share one rate (``rate``, when given: e.g. a run's, for its validation shards), else PromptsepError.
+    With ``seen``, only shards not in it are read (and added to it), so a folder that a writer still fills can be
+    re-read cheaply; nothing new then gives an empty tensor (and ``rate``)."""
+    waves, categories, rates = [], [], {rate} if rate else set()
     for folder in folders:
         for path in sorted(Path(folder).glob(SHARD_GLOB)):
             if seen is not None:
@@ -114,7 +114,7 @@ def load_refiner_shards(
                     return torch.stack(waves), categories, rates.pop()
     if not waves:
         if seen:
-            return torch.empty(0, 4, 0, dtype=torch.float16), [], 0
+            return torch.empty(0, 4, 0, dtype=torch.float16), [], rate
         raise FileNotFoundError(f"no refiner shards ({SHARD_GLOB}) in {', '.join(map(str, folders))}")
     return torch.stack(waves), categories, rates.pop()
 
@@ -216,31 +216,25 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     device = torch.device(cfg.device)
     out, rng = Path(cfg.out), np.random.default_rng(cfg.seed)
     ckpt = out / "checkpoint"
+    step, minutes_before, refiner = 0, 0.0, None
     if resume:
         require_checkpoint(ckpt / "state.json")
-    step, minutes_before = 0, 0.0
-    if resume:
         refiner = MaskRefiner.from_pretrained(ckpt)
-        prompts = CategoryPrompts() if refiner.config.cond_dim else None
         state = json.loads((ckpt / "state.json").read_text())
         step, minutes_before = state["step"], state["minutes"]
     elif cfg.init:  # the starting refiner's settings (conditioning included), plus the time-frequency branch asked for
         start = MaskRefiner.from_pretrained(cfg.init)
-        config = start.config
-        if start.tf is None:
-            config = replace(config, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
-        prompts = CategoryPrompts() if config.cond_dim else None
+        config = start.config if start.tf is not None else replace(start.config, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
         refiner = MaskRefiner(config).init_from(start)
-    else:  # built once the shards have told their sample rate
-        refiner, prompts = None, CategoryPrompts() if cfg.cond else None
+    prompts = CategoryPrompts() if (refiner.config.cond_dim if refiner is not None else cfg.cond) else None
     seen: set[Path] = set()
     waves, categories, sample_rate = load_refiner_shards(list(cfg.shards), seen=seen)
-    if refiner is None:
+    if refiner is None:  # a new refiner is for its shards' rate
         refiner = MaskRefiner(RefinerConfig(
             channels=cfg.channels, layers=cfg.layers, cond_dim=prompts.embed_dim if prompts is not None else 0,
             tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers, sample_rate=sample_rate,
         ))
-    elif refiner.config.sample_rate != sample_rate:
+    if refiner.config.sample_rate != sample_rate:
         raise WeightsError(f"the refiner was trained at {refiner.config.sample_rate} Hz, the shards are at {sample_rate} Hz")
     refiner = refiner.to(device).train()
     optimizer = torch.optim.AdamW(refiner.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -248,9 +242,7 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     val, val_cond, val_plain = None, None, None
     if cfg.val:
-        val, val_categories, val_rate = load_refiner_shards([cfg.val])
-        if val_rate != sample_rate:
-            raise PromptsepError(f"validation shards are at {val_rate} Hz, training shards at {sample_rate} Hz")
+        val, val_categories, _ = load_refiner_shards([cfg.val], rate=sample_rate)
         val_cond = prompts(val_categories, np.random.default_rng(0)) if prompts is not None else None
         val_plain = sisdr_gains(MaskRefiner(refiner.config), val)  # fixed while the refiner trains: once
     started, losses = time.monotonic(), []
@@ -269,9 +261,7 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, desc="train refiner")
     while step < cfg.steps:
         if cfg.reload_every and step and step % cfg.reload_every == 0:  # shards written since the last look
-            new_waves, new_categories, new_rate = load_refiner_shards(list(cfg.shards), seen=seen)
-            if new_categories and new_rate != sample_rate:
-                raise PromptsepError(f"new refiner shards are at {new_rate} Hz, the run's at {sample_rate} Hz")
+            new_waves, new_categories, _ = load_refiner_shards(list(cfg.shards), seen=seen, rate=sample_rate)
             if new_categories:
                 waves, categories = torch.cat([waves, new_waves]), categories + new_categories
         picks = rng.integers(0, len(waves), cfg.batch)
