@@ -109,7 +109,9 @@ def load_refiner_shards(
                 categories.append(item["category"])
                 rates.add(int(item.get("rate", UNRECORDED_RATE)))
                 if len(rates) > 1:
-                    raise PromptsepError(f"refiner shards of different sample rates {sorted(rates)} (at {path}); train on one codec's")
+                    raise PromptsepError(
+                        f"refiner shards of different sample rates {sorted(rates)} (at {path}); train on one codec's"
+                    )
                 if limit and len(waves) >= limit:
                     return torch.stack(waves), categories, rates.pop()
     if not waves:
@@ -224,7 +226,9 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         step, minutes_before = state["step"], state["minutes"]
     elif cfg.init:  # the starting refiner's settings (conditioning included), plus the time-frequency branch asked for
         start = MaskRefiner.from_pretrained(cfg.init)
-        config = start.config if start.tf is not None else replace(start.config, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
+        config = start.config
+        if start.tf is None:
+            config = replace(config, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
         refiner = MaskRefiner(config).init_from(start)
     prompts = CategoryPrompts() if (refiner.config.cond_dim if refiner is not None else cfg.cond) else None
     seen: set[Path] = set()
