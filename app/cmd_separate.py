@@ -99,6 +99,15 @@ def register(commands, train_commands) -> None:
         metavar="S",
         help="separate each chunk S times on shifted latent grids and average the masks (S times slower; default: the library's)",
     )
+    p.add_argument(
+        "--anchor-threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="a text prompt is heard as its nearest training phrasing when their similarity is at least T "
+        "(-1: always; default: the library's, see README 'Unseen wordings')",
+    )
+    p.add_argument("--no-anchor", action="store_true", help="hear text prompts exactly as typed (no anchoring)")
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a flow-matching separator")
     p.add_argument("--reference", type=Path, default=None, help="true target (single FILE, single prompt): print the SI-SDR improvement")
     p.set_defaults(func=run_separate)
@@ -283,7 +292,14 @@ def run_separate(args) -> int:
         if args.shifts < 1:
             raise PromptError(f"--shifts {args.shifts}: expected a whole number of passes, at least 1")
         config.shifts = args.shifts
+    if args.anchor_threshold is not None:
+        if not -1.0 <= args.anchor_threshold <= 1.0:
+            raise PromptError(f"--anchor-threshold {args.anchor_threshold}: expected a cosine similarity in [-1, 1]")
+        config.anchor_threshold = args.anchor_threshold
+    if args.no_anchor:
+        config.anchor_threshold = None
     separator = Separator.from_pretrained(args.bundle, device=args.device, config=config)
+    _announce_anchors(separator, jobs)
     failures = 0
     for name, path, prompts in tqdm(jobs, desc="separating", unit="file", disable=len(jobs) < 2):
         try:
@@ -309,6 +325,17 @@ def run_separate(args) -> int:
     if failures:
         print(f"promptsep: {failures} of {len(jobs)} inputs failed")
     return 1 if failures else 0
+
+
+def _announce_anchors(separator, jobs) -> None:
+    """One line per text prompt the separator hears as another wording (its nearest training phrasing)."""
+    texts = dict.fromkeys(p.text for _, _, prompts in jobs for p in prompts if p.text)
+    for text in texts:
+        heard = separator.heard_text(text)
+        if heard != text:
+            anchor = separator.anchor(text)
+            print(f"prompt {text!r} is heard as {heard!r} (the nearest training phrasing, similarity "
+                  f"{anchor.similarity:.2f}; --no-anchor keeps it as typed)")
 
 
 def _report_reference(reference: Path, mixture, rate: int, target) -> None:

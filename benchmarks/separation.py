@@ -58,6 +58,7 @@ METRICS = ("si_sdri", "sdr", "sir", "sar")
 SPEED_SECONDS = (10.0, 600.0)
 LONG_SECONDS = 3600.0
 SPEED_PROMPT = "dog barking"
+PROMPT_SETS = ("manifest", "heldout")
 # direct-to-reverberant ratio of each source under --room (dB): from a near, dry source to a far one
 ROOM_DRR_DB = (-6.0, 6.0)
 
@@ -92,11 +93,13 @@ def build_systems(
     bundle: str | None = None,
     mask_floor: float | None = None,
     shifts: int = 1,
+    anchor_threshold: float | None | str = "default",
 ) -> dict[str, System]:
     """Every system that can run here; what cannot is named in ``notes``. ``bundle``: promptsep's model
     bundle (default: the embedded one); with a mask refiner in it, the same separator without the refiner
     is scored too (``*_unrefined``). ``mask_floor``: promptsep's :attr:`InferenceConfig.mask_floor`
-    (default: the library's); ``shifts``: its :attr:`InferenceConfig.shifts`."""
+    (default: the library's); ``shifts``: its :attr:`InferenceConfig.shifts`; ``anchor_threshold``: its
+    :attr:`InferenceConfig.anchor_threshold` (``"default"``: the library's)."""
     mask = mask_settings()
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
@@ -128,6 +131,8 @@ def build_systems(
         from separation.inference import InferenceConfig, Prompt, Separator
 
         config = InferenceConfig(shifts=shifts)
+        if anchor_threshold != "default":
+            config.anchor_threshold = anchor_threshold
         if mask_floor is not None:
             config.mask_floor = mask_floor
         separator = Separator.from_pretrained(bundle, config=config)
@@ -440,6 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gain-db", type=float, default=0.0, help="scale every mixture and reference by this many dB (loudness)"
     )
+    parser.add_argument(
+        "--prompts",
+        choices=PROMPT_SETS,
+        default="manifest",
+        help="text prompts: the manifest's (training phrasings of the target's category) or 'heldout', one of "
+        "the category's held-out paraphrases, never used in training (picked per line by its id)",
+    )
+    parser.add_argument(
+        "--anchor-threshold",
+        default="default",
+        help="promptsep's prompt anchoring (InferenceConfig.anchor_threshold): a similarity, or 'off'",
+    )
     parser.add_argument("--long", action="store_true", help="also time a 60 min input")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality measurements")
@@ -447,6 +464,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed-timeout", type=float, default=3600.0, help="seconds per speed subprocess")
     parser.add_argument("--speed-worker", type=float, default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def heldout_rows(rows: list[dict]) -> list[dict]:
+    """``rows`` with each text prompt replaced by one of its category's held-out paraphrases (keyed by the
+    line's id, so every run and system gets the same one); lines without a category or held-out phrasing
+    keep theirs."""
+    from dataengine.vocabulary import CATEGORIES
+
+    out = []
+    for row in rows:
+        category = CATEGORIES.get(row.get("category") or "")
+        if category is not None and category.heldout and row.get("prompt"):
+            pick = int(keyed_rng("heldout-prompt", str(row.get("id", ""))).integers(len(category.heldout)))
+            row = dict(row, prompt=category.heldout[pick])
+        out.append(row)
+    return out
 
 
 def parse_room(text: str | None) -> tuple[float, float] | None:
@@ -472,11 +505,17 @@ def main(argv: list[str] | None = None) -> int:
     room = parse_room(args.room)
     torch.set_num_threads(args.threads)
     notes: list[str] = []
-    result: dict = {"manifest": args.manifest, "notes": notes, "room": room, "gain_db": args.gain_db}
+    result: dict = {
+        "manifest": args.manifest, "notes": notes, "room": room, "gain_db": args.gain_db, "prompts": args.prompts
+    }
     if not args.no_quality:
         rows = read_manifest(args.manifest, args.limit)
+        if args.prompts == "heldout":
+            rows = heldout_rows(rows)
         baselines = Path(args.baselines) if args.baselines else None
-        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts)
+        anchor = args.anchor_threshold
+        anchor = None if anchor == "off" else anchor if anchor == "default" else float(anchor)
+        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, anchor)
         systems = select_systems(systems, args.systems.split(",") if args.systems else None)
         summary, records = evaluate_quality(rows, systems, room, args.gain_db)
         result.update(quality=summary, items=records)

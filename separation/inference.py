@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from encoders.anchors import Anchor, PromptAnchors
 from encoders.audio_io import load_audio, resample
 from encoders.errors import PromptError, WeightsError
 from separation.masking import carry_masks, floor_masks, istft, prompt_masks, share_masks, stft
@@ -96,6 +97,11 @@ class InferenceConfig:
     # masks of the passes are averaged (demucs' "shifts"): the codec's frame grid then falls differently on
     # each pass, and their errors partly cancel. Costs S times the separator, codec and refiner.
     shifts: int = 1
+    # A text prompt is heard as the nearest training phrasing of the vocabulary when their cosine similarity in
+    # the text space reaches this (encoders.anchors); a training phrasing maps to itself. None: as typed.
+    # Measured with the vocabulary's held-out paraphrases as prompts, anchored against as typed: +0.70 dB mean
+    # SI-SDRi on 600 test mixtures (+0.31..+1.12), +0.08 on 400 val; 0.6 instead of 0 was level on val (+0.07).
+    anchor_threshold: float | None = 0.0
 
 
 def span_anchors(spans: Sequence[tuple[float, float]] | None, start_s: float, frames: int, frame_rate: float) -> torch.Tensor:
@@ -177,6 +183,8 @@ class Separator:
                 f"the mask refiner was trained at {refiner.config.sample_rate} Hz, the codec runs at {codec.sample_rate} Hz"
             )
         self.refiner = refiner.to(self.device).eval() if refiner is not None else None
+        self._anchors = None  # encoders.anchors.PromptAnchors, built at the first text prompt
+        self._anchor_cache: dict[str, Anchor] = {}
 
     @property
     def sample_rate(self) -> int:
@@ -201,6 +209,24 @@ class Separator:
         return cls(codec, prompt_encoder, model, config=config, device=device, refiner=refiner)
 
     # ---------------------------------------------------------------- prompts
+    def anchor(self, text: str) -> Anchor | None:
+        """The training phrasing nearest to a text prompt (:mod:`encoders.anchors`); None when anchoring is off."""
+        if self.config.anchor_threshold is None:
+            return None
+        if text not in self._anchor_cache:
+            if self._anchors is None:
+                self._anchors = PromptAnchors.from_vocabulary(self.prompt_encoder)
+            self._anchor_cache[text] = self._anchors.nearest([text])[0]
+        return self._anchor_cache[text]
+
+    def heard_text(self, text: str) -> str:
+        """What the separator hears for a text prompt: its nearest training phrasing when that is at least
+        ``config.anchor_threshold`` similar, else the text as given."""
+        anchor = self.anchor(text)
+        if anchor is not None and anchor.similarity >= self.config.anchor_threshold:
+            return anchor.phrasing
+        return text
+
     @torch.no_grad()
     def condition(self, prompts: Sequence[Prompt]) -> list[Conditioning]:
         """Embed each prompt once (text tokens, pooled embedding); spans and frames are added per chunk."""
@@ -208,7 +234,7 @@ class Separator:
         for prompt in prompts:
             embeds, tokens, mask = [], None, None
             if prompt.text:
-                tokens, mask = self.prompt_encoder.text_states([prompt.text])
+                tokens, mask = self.prompt_encoder.text_states([self.heard_text(prompt.text)])
                 embeds.append(self.prompt_encoder.embed_text_states(tokens, mask))
             if prompt.image is not None:
                 embeds.append(self.prompt_encoder.embed_image([prompt.image]))
