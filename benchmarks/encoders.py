@@ -8,7 +8,8 @@ For each gallery, beside a random-init model of the same architecture (same froz
 tower and codec front end, untrained audio/visual towers):
 
 - text -> audio R@1 / R@5: one query per category (its name, a training phrasing) and one per
-  held-out paraphrase never used in training ("canine barking"); a hit is a clip of that category;
+  held-out paraphrase never used in training ("canine barking"), also anchored (heard as its nearest
+  training phrasing, :mod:`encoders.anchors`, as the separator hears it); a hit is a clip of that category;
 - image -> audio R@1 / R@5: one query per distinct picture of the gallery (its category is the
   picture's clip's);
 - zero-shot accuracy: each clip against one prompt per category of the library (the category name),
@@ -154,6 +155,11 @@ def evaluate(encoder, items: list[dict], latents: list[torch.Tensor], categories
     if held_text:
         result = retrieval_metrics(encoder.embed_text(held_text), torch.tensor(held_labels), audio, labels)
         metrics.update({"heldout_text_r1": result["r1"], "heldout_text_r5": result["r5"]})
+        from encoders.anchors import PromptAnchors
+
+        heard = [a.phrasing for a in PromptAnchors.from_vocabulary(encoder).nearest(held_text)]
+        result = retrieval_metrics(encoder.embed_text(heard), torch.tensor(held_labels), audio, labels)
+        metrics.update({"heldout_anchored_text_r1": result["r1"], "heldout_anchored_text_r5": result["r5"]})
 
     images = {}
     for item in items:
@@ -203,6 +209,7 @@ COLUMNS = [
     ("text→audio R@1", "text_r1"),
     ("R@5", "text_r5"),
     ("held-out text R@1", "heldout_text_r1"),
+    ("held-out, anchored", "heldout_anchored_text_r1"),
     ("image→audio R@1", "image_r1"),
     ("R@5", "image_r5"),
     ("zero-shot acc", "zero_shot_acc"),
