@@ -108,6 +108,14 @@ def register(commands, train_commands) -> None:
         "(-1: always; default: the library's, see README 'Unseen wordings')",
     )
     p.add_argument("--no-anchor", action="store_true", help="hear text prompts exactly as typed (no anchoring)")
+    p.add_argument(
+        "--phrasings",
+        type=int,
+        default=None,
+        metavar="K",
+        help="separate an anchored text prompt with K training phrasings of its sound and average the masks "
+        "(K times the separator's cost; default: the library's)",
+    )
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a flow-matching separator")
     p.add_argument("--reference", type=Path, default=None, help="true target (single FILE, single prompt): print the SI-SDR improvement")
     p.set_defaults(func=run_separate)
@@ -298,6 +306,10 @@ def run_separate(args) -> int:
         config.anchor_threshold = args.anchor_threshold
     if args.no_anchor:
         config.anchor_threshold = None
+    if args.phrasings is not None:
+        if args.phrasings < 1:
+            raise PromptError(f"--phrasings {args.phrasings}: expected a whole number, at least 1")
+        config.phrasings = args.phrasings
     separator = Separator.from_pretrained(args.bundle, device=args.device, config=config)
     _announce_anchors(separator, jobs)
     failures = 0

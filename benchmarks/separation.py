@@ -94,12 +94,14 @@ def build_systems(
     mask_floor: float | None = None,
     shifts: int = 1,
     anchor_threshold: float | None | str = "default",
+    phrasings: int | None = None,
 ) -> dict[str, System]:
     """Every system that can run here; what cannot is named in ``notes``. ``bundle``: promptsep's model
     bundle (default: the embedded one); with a mask refiner in it, the same separator without the refiner
     is scored too (``*_unrefined``). ``mask_floor``: promptsep's :attr:`InferenceConfig.mask_floor`
     (default: the library's); ``shifts``: its :attr:`InferenceConfig.shifts`; ``anchor_threshold``: its
-    :attr:`InferenceConfig.anchor_threshold` (``"default"``: the library's)."""
+    :attr:`InferenceConfig.anchor_threshold` (``"default"``: the library's); ``phrasings``: its
+    :attr:`InferenceConfig.phrasings` (None: the library's)."""
     mask = mask_settings()
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
@@ -133,6 +135,8 @@ def build_systems(
         config = InferenceConfig(shifts=shifts)
         if anchor_threshold != "default":
             config.anchor_threshold = anchor_threshold
+        if phrasings is not None:
+            config.phrasings = phrasings
         if mask_floor is not None:
             config.mask_floor = mask_floor
         separator = Separator.from_pretrained(bundle, config=config)
@@ -328,6 +332,9 @@ def speed_worker(seconds: float, threads: int) -> dict:
     from separation.inference import Prompt, Separator
 
     separator = Separator.from_pretrained()
+    start = time.perf_counter()
+    separator.anchor(SPEED_PROMPT)  # the text anchors are embedded once per Separator, like loading its weights
+    anchors_s = time.perf_counter() - start
     rss_loaded = peak_rss_mb()
     generator = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
@@ -346,6 +353,7 @@ def speed_worker(seconds: float, threads: int) -> dict:
         "threads": threads,
         "wall_s": elapsed,
         "rtf": elapsed / seconds,
+        "anchors_s": anchors_s,
         "rss_after_load_mb": rss_loaded,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -457,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="promptsep's prompt anchoring (InferenceConfig.anchor_threshold): a similarity, or 'off'",
     )
+    parser.add_argument(
+        "--phrasings", type=int, default=None, help="promptsep's phrasings per text prompt (InferenceConfig.phrasings)"
+    )
     parser.add_argument("--long", action="store_true", help="also time a 60 min input")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality measurements")
@@ -515,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         baselines = Path(args.baselines) if args.baselines else None
         anchor = args.anchor_threshold
         anchor = None if anchor == "off" else anchor if anchor == "default" else float(anchor)
-        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, anchor)
+        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, anchor, args.phrasings)
         systems = select_systems(systems, args.systems.split(",") if args.systems else None)
         summary, records = evaluate_quality(rows, systems, room, args.gain_db)
         result.update(quality=summary, items=records)

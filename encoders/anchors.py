@@ -72,3 +72,17 @@ class PromptAnchors:
             Anchor(text, self.phrasings[j], self.categories[j], float(s))
             for text, j, s in zip(texts, best.indices.tolist(), best.values.tolist(), strict=True)
         ]
+
+    @torch.no_grad()
+    def phrasings_for(self, text: str, count: int) -> list[str]:
+        """Up to ``count`` training phrasings for a prompt: its nearest one first, then the other phrasings of
+        that phrasing's category, most similar to the prompt first (no phrasing twice)."""
+        sims = (self.prompt_encoder.embed_text([text]).float().to(self.embeddings.device) @ self.embeddings.T)[0]
+        category = self.categories[int(sims.argmax())]
+        out: list[str] = []
+        for j in sims.argsort(descending=True).tolist():
+            if self.categories[j] == category and self.phrasings[j] not in out:
+                out.append(self.phrasings[j])
+                if len(out) == count:
+                    break
+        return out

@@ -102,6 +102,10 @@ class InferenceConfig:
     # Measured with the vocabulary's held-out paraphrases as prompts, anchored against as typed: +0.70 dB mean
     # SI-SDRi on 600 test mixtures (+0.31..+1.12), +0.08 on 400 val; 0.6 instead of 0 was level on val (+0.07).
     anchor_threshold: float | None = 0.0
+    # An anchored text prompt is separated with this many training phrasings of its category (the anchor first, then
+    # the others most similar to the prompt), and their masks are averaged like shifts'. Costs that many times the
+    # separator, decoder and refiner (not the encoder). 1: the anchor alone.
+    phrasings: int = 2
 
 
 def span_anchors(spans: Sequence[tuple[float, float]] | None, start_s: float, frames: int, frame_rate: float) -> torch.Tensor:
@@ -227,23 +231,43 @@ class Separator:
             return anchor.phrasing
         return text
 
+    def heard_phrasings(self, text: str) -> list[str]:
+        """The ``config.phrasings`` texts an ensemble separates a text prompt with: :meth:`heard_text` first, then
+        the other phrasings of its category most similar to the prompt (the last repeated when the category has
+        too few); a prompt that is not anchored is the one text, repeated."""
+        count = max(1, self.config.phrasings)
+        anchor = self.anchor(text)
+        if count == 1 or anchor is None or anchor.similarity < self.config.anchor_threshold:
+            texts = [self.heard_text(text)]
+        else:
+            texts = self._anchors.phrasings_for(text, count)
+        return (texts + [texts[-1]] * count)[:count]
+
     @torch.no_grad()
     def condition(self, prompts: Sequence[Prompt]) -> list[Conditioning]:
-        """Embed each prompt once (text tokens, pooled embedding); spans and frames are added per chunk."""
+        """Embed each prompt once (text tokens, pooled embedding); spans and frames are added per chunk.
+
+        Each prompt's conditioning holds K rows, one per phrasing of :meth:`heard_phrasings` (K =
+        ``config.phrasings`` when some prompt has text, else 1): ``cond (K, E)``, ``tokens (K, L, H)``,
+        ``token_mask (K, L)``. Prompts without text repeat their one row."""
+        count = max(1, self.config.phrasings) if any(p.text for p in prompts) else 1
         out = []
         for prompt in prompts:
-            embeds, tokens, mask = [], None, None
-            if prompt.text:
-                tokens, mask = self.prompt_encoder.text_states([self.heard_text(prompt.text)])
-                embeds.append(self.prompt_encoder.embed_text_states(tokens, mask))
+            others, tokens, mask = [], None, None
             if prompt.image is not None:
-                embeds.append(self.prompt_encoder.embed_image([prompt.image]))
+                others.append(self.prompt_encoder.embed_image([prompt.image]))
             if prompt.video is not None:
                 frames = self.prompt_encoder.video_frames(prompt.video)
-                embeds.append(self.prompt_encoder.embed_video(frames[None]))
-            cond = torch.nn.functional.normalize(torch.stack(embeds).mean(0), dim=-1)
+                others.append(self.prompt_encoder.embed_video(frames[None]))
+            if prompt.text:
+                tokens, mask = self.prompt_encoder.text_states(self.heard_phrasings(prompt.text)[:count])
+                texts = self.prompt_encoder.embed_text_states(tokens, mask)  # (K, E)
+                cond = torch.stack([texts, *[o.expand_as(texts) for o in others]]).mean(0)
+            else:
+                cond = torch.stack(others).mean(0).expand(count, -1)
+            cond = torch.nn.functional.normalize(cond, dim=-1)
             if tokens is None:
-                tokens, mask = cond[:, None, :], torch.ones(1, 1, dtype=torch.bool)
+                tokens, mask = cond[:, None, :], torch.ones(count, 1, dtype=torch.bool)
             out.append(Conditioning(cond=cond.to(self.device), tokens=tokens.to(self.device), token_mask=mask.to(self.device)))
         return out
 
@@ -260,11 +284,15 @@ class Separator:
         """Separate a batch of mono model-rate chunks.
 
         Shape:
-            chunks ``(B, N)`` -> (target estimates ``(B, S, P, N)``, residual estimates ``(B, S, P, N)``),
-            decoded waveforms at the model rate, one per shift of ``config.shifts`` (S).
+            chunks ``(B, N)`` -> (target estimates ``(B, S * K, P, N)``, residual estimates ``(B, S * K, P, N)``),
+            decoded waveforms at the model rate, one per shift of ``config.shifts`` (S) and phrasing (the K rows
+            of each conditioning).
         """
         n_chunks, length = chunks.shape
-        n_prompts = len(prompts)
+        n_phrasings = conditions[0].cond.shape[0]
+        if any(c.cond.shape[0] != n_phrasings for c in conditions):
+            raise PromptError("every prompt's conditioning needs the same number of phrasings")
+        n_prompts = n_phrasings * len(prompts)  # rows per chunk, phrasing-major
         delays = self._shift_delays()
         gains = self._input_gains(chunks).to(self.device).repeat_interleave(len(delays))
         chunks = self._delayed(chunks, delays)  # (B * S, N') chunk b's shifts next to each other
@@ -276,15 +304,17 @@ class Separator:
         tokens_len = max(c.tokens.shape[1] for c in conditions)
         tokens = mixture.new_zeros(batch * n_prompts, tokens_len, conditions[0].tokens.shape[-1])
         token_mask = torch.zeros(batch * n_prompts, tokens_len, dtype=torch.bool, device=self.device)
-        cond = torch.cat([c.cond for c in conditions]).repeat(batch, 1)
+        cond = rearrange(torch.stack([c.cond for c in conditions]), "p k e -> (k p) e").repeat(batch, 1)
         spans = torch.empty(batch * n_prompts, frames, dtype=torch.long)
         for b in range(batch):
             start_s = starts_s[b // len(delays)] - delays[b % len(delays)] / self.sample_rate
             for p, (prompt, c) in enumerate(zip(prompts, conditions, strict=True)):
-                row = b * n_prompts + p
-                tokens[row, : c.tokens.shape[1]] = c.tokens[0]
-                token_mask[row, : c.tokens.shape[1]] = c.token_mask[0]
-                spans[row] = span_anchors(prompt.spans, start_s, frames, self.codec.frame_rate)
+                anchors = span_anchors(prompt.spans, start_s, frames, self.codec.frame_rate)
+                for k in range(n_phrasings):
+                    row = b * n_prompts + k * len(prompts) + p
+                    tokens[row, : c.tokens.shape[1]] = c.tokens[k]
+                    token_mask[row, : c.tokens.shape[1]] = c.token_mask[k]
+                    spans[row] = anchors
         conditioning = Conditioning(cond=cond, tokens=tokens, token_mask=token_mask, spans=spans.to(self.device))
         sources = predict_sources(
             self.model, mixture, conditioning, steps=self.config.steps, solver=self.config.solver, generator=generator
@@ -296,6 +326,7 @@ class Separator:
         decoded = torch.stack(  # undo each shift's delay
             [decoded[:, i :: len(delays), :, d : d + length] for i, d in enumerate(delays)], dim=2
         )
+        decoded = rearrange(decoded, "two b s (k p) n -> two b (s k) p n", k=n_phrasings)
         return decoded[0].cpu(), decoded[1].cpu()
 
     def _shift_delays(self) -> list[int]:
@@ -479,7 +510,7 @@ class Separator:
         fade = min(round(cfg.overlap_seconds * rate), chunk // 2)
         starts = _chunk_starts(total, chunk, chunk - fade)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        prompt_cond = torch.cat([c.cond for c in conditions])  # (P, E)
+        prompt_cond = torch.cat([c.cond[:1] for c in conditions])  # (P, E), the first phrasing's
         hop = self.codec.hop_length
         base = 0  # padded position of out[..., 0]
         out = torch.zeros(len(prompts), channels, 0)

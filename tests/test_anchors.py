@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 def separator():
     from separation.inference import InferenceConfig, Separator
 
-    return Separator.from_pretrained(config=InferenceConfig(anchor_threshold=0.0))
+    return Separator.from_pretrained(config=InferenceConfig(anchor_threshold=0.0, phrasings=1))
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +57,9 @@ def test_separator_hears_the_anchor_and_keeps_training_phrasings(separator):
     assert separator.heard_text("a gentleman speaks") in CATEGORIES["male speech"].phrasings
     assert separator.heard_text("dog barking") == "dog barking"
     parts = (separator.codec, separator.prompt_encoder, separator.model)
-    strict = Separator(*parts, InferenceConfig(anchor_threshold=1.01), refiner=separator.refiner)
+    strict = Separator(*parts, InferenceConfig(anchor_threshold=1.01, phrasings=1), refiner=separator.refiner)
     assert strict.heard_text("a gentleman speaks") == "a gentleman speaks"
-    off = Separator(*parts, InferenceConfig(anchor_threshold=None), refiner=separator.refiner)
+    off = Separator(*parts, InferenceConfig(anchor_threshold=None, phrasings=1), refiner=separator.refiner)
     assert off.anchor("a gentleman speaks") is None and off.heard_text("a gentleman speaks") == "a gentleman speaks"
 
     # a paraphrase separates exactly as its anchor; a training phrasing exactly as with anchoring off
@@ -90,3 +90,42 @@ def test_cli_says_what_it_hears_and_refuses_a_bad_threshold(tmp_path, capsys):
     assert main(["separate", str(mix), "--prompt", "dog barking", "--anchor-threshold", "2", "--out", str(tmp_path / "c")]) == 2
     assert "--anchor-threshold 2.0: expected a cosine similarity in [-1, 1]" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+    assert main(["separate", str(mix), "--prompt", "dog barking", "--phrasings", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--phrasings 0: expected a whole number, at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+
+def test_phrasing_ensemble_rows_and_masks(separator):
+    """``phrasings=K``: K rows per prompt (the anchor first, then its category's nearest phrasings); K identical rows
+    give the single-phrasing output; distinct ones change it and keep target + residual == mixture."""
+    from PIL import Image
+
+    from encoders.audio_io import load_audio
+    from separation.inference import InferenceConfig, Prompt, Separator
+
+    def with_config(**kwargs):
+        parts = (separator.codec, separator.prompt_encoder, separator.model)
+        return Separator(*parts, InferenceConfig(**kwargs), refiner=separator.refiner)
+
+    two = with_config(anchor_threshold=0.0, phrasings=2)
+    texts = two.heard_phrasings("a canine barking loudly")
+    assert len(texts) == 2 and texts[0] == two.heard_text("a canine barking loudly") and texts[0] != texts[1]
+    assert all(t in CATEGORIES["dog"].phrasings for t in texts)
+    as_typed = with_config(anchor_threshold=None, phrasings=2)
+    assert as_typed.heard_phrasings("a canine barking loudly") == ["a canine barking loudly"] * 2
+
+    picture = Prompt(image=Image.new("RGB", (64, 64), (200, 120, 40)))
+    conditions = two.condition([Prompt(text="dog barking"), picture])
+    assert [tuple(c.cond.shape[:1]) + tuple(c.tokens.shape[:1]) + tuple(c.token_mask.shape[:1]) for c in conditions] == [(2, 2, 2)] * 2
+    assert two.condition([picture])[0].cond.shape[0] == 1  # no text prompt: one row
+
+    mixture, rate = load_audio(EXAMPLES_DIR / "example_mix.wav")
+    mixture = mixture[:, : 3 * rate]
+    typed_once = with_config(anchor_threshold=None, phrasings=1).separate(mixture, rate, "a canine barking loudly").targets
+    typed_twice = as_typed.separate(mixture, rate, "a canine barking loudly").targets
+    torch.testing.assert_close(typed_twice, typed_once, atol=1e-5, rtol=0)
+    single = separator.separate(mixture, rate, "a canine barking loudly").targets
+    result = two.separate(mixture, rate, "a canine barking loudly")
+    assert (result.targets - single).pow(2).sum() / single.pow(2).sum() > 1e-4
+    torch.testing.assert_close(result.targets.sum(0) + result.residual, mixture, atol=1e-5, rtol=0)

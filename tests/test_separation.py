@@ -571,7 +571,7 @@ def test_shifted_passes_are_realigned_before_they_are_combined(monkeypatch):
     )
     torch.manual_seed(0)
     wav = 0.1 * torch.randn(1, 5 * 1603)
-    config = InferenceConfig(chunk_seconds=0.2, overlap_seconds=0.05, mixture_consistent=False, shifts=3)
+    config = InferenceConfig(chunk_seconds=0.2, overlap_seconds=0.05, mixture_consistent=False, shifts=3, phrasings=1)
     separator = Separator(FrameCodec(), HashPromptEncoder(), PassThroughModel(), config)
     assert separator._shift_delays() == [0, 3, 5]
     chunks = 0.1 * torch.randn(2, 64)
