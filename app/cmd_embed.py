@@ -42,6 +42,12 @@ def register(commands, train_commands) -> None:
     query.add_argument("--text", help="text query, e.g. 'dog barking'")
     query.add_argument("--image", type=Path, help="picture (or video file) of the sound source")
     query.add_argument("--audio", type=Path, help="audio example of the sound")
+    r.add_argument(
+        "--anchor",
+        action="store_true",
+        help="search with the training phrasing nearest to the --text query (as separation hears a prompt); "
+        "helps new wordings of the vocabulary's sounds, hurts queries for other sounds",
+    )
     r.add_argument("-k", type=int, default=10, help="number of results")
     r.add_argument("--json", action="store_true", help='print a JSON list of {"path", "score"}, best first')
     _model_arguments(r, default_note=" (default: the model recorded in the index)")
@@ -172,6 +178,8 @@ def run_retrieve(args) -> int:
     items = load_file(str(weights_file))["embeddings"]
     if args.k < 1:
         raise PromptError("-k must be at least 1")
+    if args.anchor and args.text is None:
+        raise PromptError("--anchor applies to a --text query")
     bundle = args.bundle or (Path(meta["bundle"]) if meta.get("bundle") else None)
     official = args.official or (Path(meta["official"]) if meta.get("official") else None)
     encoder = load_prompt_encoder(bundle, official, map_location=args.device)
@@ -182,7 +190,15 @@ def run_retrieve(args) -> int:
         )
     with torch.inference_mode():
         if args.text is not None:
-            query = encoder.embed_text([args.text])
+            text = args.text
+            if args.anchor:
+                from encoders.anchors import PromptAnchors
+
+                anchor = PromptAnchors.from_vocabulary(encoder).nearest([text])[0]
+                text = anchor.phrasing
+                print(f"query {args.text!r} searched as {text!r} (the nearest training phrasing, similarity "
+                      f"{anchor.similarity:.2f})", file=sys.stderr)
+            query = encoder.embed_text([text])
         elif args.image is not None:
             query = encoder.embed_video(encoder.video_frames(args.image)[None])
         else:

@@ -399,6 +399,13 @@ def test_embed_and_retrieve_cli_rank_files(encoder, codec, tmp_path, capsys):
     assert main(["retrieve", str(tmp_path / "idx"), "--text", "a high whistle"]) == 0
     assert "rank" in capsys.readouterr().out
     assert main(["retrieve", str(tmp_path / "nothing"), "--text", "x"]) == 2
+    capsys.readouterr()
+    assert main(["retrieve", str(tmp_path / "idx"), "--text", "a canine barking loudly", "--anchor", "--json"]) == 0
+    said = capsys.readouterr()
+    assert len(json.loads(said.out)) == 2  # stdout stays one JSON list
+    assert "query 'a canine barking loudly' searched as '" in said.err
+    assert main(["retrieve", str(tmp_path / "idx"), "--audio", query, "--anchor"]) == 2
+    assert "--anchor applies to a --text query" in capsys.readouterr().err
 
 
 def test_rank_orders_by_cosine():
