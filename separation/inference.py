@@ -104,7 +104,8 @@ class InferenceConfig:
     anchor_threshold: float | None = 0.0
     # An anchored text prompt is separated with this many training phrasings of its category (the anchor first, then
     # the others most similar to the prompt), and their masks are averaged like shifts'. Costs that many times the
-    # separator, decoder and refiner (not the encoder). 1: the anchor alone.
+    # separator, decoder and refiner (not the encoder). 1: the anchor alone. Measured, 2 against 1: +0.07 dB mean
+    # SI-SDRi on 600 test mixtures (-0.02..+0.16), +0.04 on 400 val; 10 min RTF 0.060 against 0.039 (README).
     phrasings: int = 2
 
 
@@ -309,12 +310,12 @@ class Separator:
         for b in range(batch):
             start_s = starts_s[b // len(delays)] - delays[b % len(delays)] / self.sample_rate
             for p, (prompt, c) in enumerate(zip(prompts, conditions, strict=True)):
-                anchors = span_anchors(prompt.spans, start_s, frames, self.codec.frame_rate)
+                frame_spans = span_anchors(prompt.spans, start_s, frames, self.codec.frame_rate)
                 for k in range(n_phrasings):
                     row = b * n_prompts + k * len(prompts) + p
                     tokens[row, : c.tokens.shape[1]] = c.tokens[k]
                     token_mask[row, : c.tokens.shape[1]] = c.token_mask[k]
-                    spans[row] = anchors
+                    spans[row] = frame_spans
         conditioning = Conditioning(cond=cond, tokens=tokens, token_mask=token_mask, spans=spans.to(self.device))
         sources = predict_sources(
             self.model, mixture, conditioning, steps=self.config.steps, solver=self.config.solver, generator=generator
