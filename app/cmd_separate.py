@@ -339,6 +339,11 @@ def run_separate(args) -> int:
     return 1 if failures else 0
 
 
+# Below this similarity to every training phrasing, a prompt names a sound the separator was not trained on: in the
+# vocabulary's held-out paraphrases, the nearest phrasing's category was right for 56 % of those under 0.5 (81 % overall).
+FAR_PROMPT = 0.5
+
+
 def _announce_anchors(separator, jobs) -> None:
     """One line per text prompt the separator hears as another wording (its nearest training phrasing)."""
     texts = dict.fromkeys(p.text for _, _, prompts in jobs for p in prompts if p.text)
@@ -348,6 +353,9 @@ def _announce_anchors(separator, jobs) -> None:
             anchor = separator.anchor(text)
             print(f"prompt {text!r} is heard as {heard!r} (the nearest training phrasing, similarity "
                   f"{anchor.similarity:.2f}; --no-anchor keeps it as typed)")
+            if anchor.similarity < FAR_PROMPT:
+                print(f"  note: no sound the separator was trained on is close to {text!r}; "
+                      f"the target may be another sound than the one asked for")
 
 
 def _report_reference(reference: Path, mixture, rate: int, target) -> None:

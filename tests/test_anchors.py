@@ -85,6 +85,9 @@ def test_cli_says_what_it_hears_and_refuses_a_bad_threshold(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "prompt 'a gentleman speaks' is heard as '" in said and "--no-anchor" in said
     assert (tmp_path / "a" / "example_mix" / "target.wav").is_file()
+    assert "no sound the separator was trained on is close" not in said
+    assert main(["separate", str(mix), "--prompt", "zzqx blorp", "--out", str(tmp_path / "far")]) == 0
+    assert "note: no sound the separator was trained on is close to 'zzqx blorp'" in capsys.readouterr().out
     assert main(["separate", str(mix), "--prompt", "a gentleman speaks", "--no-anchor", "--out", str(tmp_path / "b")]) == 0
     assert "is heard as" not in capsys.readouterr().out
     assert main(["separate", str(mix), "--prompt", "dog barking", "--anchor-threshold", "2", "--out", str(tmp_path / "c")]) == 2
