@@ -113,8 +113,8 @@ def register(commands, train_commands) -> None:
         type=int,
         default=None,
         metavar="K",
-        help="separate an anchored text prompt with K training phrasings of its sound and average the masks "
-        "(K times the separator's cost; default: the library's)",
+        help="separate an anchored text prompt K times and average the masks: with its anchor, as typed when it is "
+        "a new wording, and other training phrasings of its sound (K times the separator's cost; default: the library's)",
     )
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a flow-matching separator")
     p.add_argument("--reference", type=Path, default=None, help="true target (single FILE, single prompt): print the SI-SDR improvement")

@@ -112,9 +112,11 @@ def test_phrasing_ensemble_rows_and_masks(separator):
         return Separator(*parts, InferenceConfig(**kwargs), refiner=separator.refiner)
 
     two = with_config(anchor_threshold=0.0, phrasings=2)
-    texts = two.heard_phrasings("a canine barking loudly")
-    assert len(texts) == 2 and texts[0] == two.heard_text("a canine barking loudly") and texts[0] != texts[1]
-    assert all(t in CATEGORIES["dog"].phrasings for t in texts)
+    # a new wording: the anchor, then the prompt as typed; a training phrasing: two phrasings of its sound
+    assert two.heard_phrasings("a canine barking loudly") == [two.heard_text("a canine barking loudly"), "a canine barking loudly"]
+    texts = two.heard_phrasings("dog barking")
+    assert texts[0] == "dog barking" and texts[1] != texts[0] and texts[1] in CATEGORIES["dog"].phrasings
+    assert two.heard_phrasings("Dog barking!")[1] in CATEGORIES["dog"].phrasings  # case and punctuation: no new wording
     as_typed = with_config(anchor_threshold=None, phrasings=2)
     assert as_typed.heard_phrasings("a canine barking loudly") == ["a canine barking loudly"] * 2
 
