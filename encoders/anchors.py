@@ -31,6 +31,7 @@ class Anchor:
     phrasing: str  # the nearest training phrasing
     category: str  # its category
     similarity: float  # cosine in the prompt encoder's text space, in [-1, 1]
+    alternatives: tuple[str, ...] = ()  # its category's phrasings, most similar to the prompt first (``phrasing`` first)
 
 
 class PromptAnchors:
@@ -62,27 +63,15 @@ class PromptAnchors:
 
     @torch.no_grad()
     def nearest(self, texts: Sequence[str]) -> list[Anchor]:
-        """The nearest training phrasing of each text prompt."""
+        """The nearest training phrasing of each text prompt, with the other phrasings of its category ranked."""
         texts = list(texts)
         if not texts:
             return []
         sims = self.prompt_encoder.embed_text(texts).float().to(self.embeddings.device) @ self.embeddings.T
         best = sims.max(dim=1)
-        return [
-            Anchor(text, self.phrasings[j], self.categories[j], float(s))
-            for text, j, s in zip(texts, best.indices.tolist(), best.values.tolist(), strict=True)
-        ]
-
-    @torch.no_grad()
-    def phrasings_for(self, text: str, count: int) -> list[str]:
-        """Up to ``count`` training phrasings for a prompt: its nearest one first, then the other phrasings of
-        that phrasing's category, most similar to the prompt first (no phrasing twice)."""
-        sims = (self.prompt_encoder.embed_text([text]).float().to(self.embeddings.device) @ self.embeddings.T)[0]
-        category = self.categories[int(sims.argmax())]
-        out: list[str] = []
-        for j in sims.argsort(descending=True).tolist():
-            if self.categories[j] == category and self.phrasings[j] not in out:
-                out.append(self.phrasings[j])
-                if len(out) == count:
-                    break
+        out = []
+        for text, row, j, score in zip(texts, sims, best.indices.tolist(), best.values.tolist(), strict=True):
+            category = self.categories[j]
+            ranked = [self.phrasings[k] for k in row.argsort(descending=True).tolist() if self.categories[k] == category]
+            out.append(Anchor(text, self.phrasings[j], category, float(score), tuple(dict.fromkeys([self.phrasings[j], *ranked]))))
         return out

@@ -247,7 +247,7 @@ class Separator:
         if count == 1 or anchor is None or anchor.similarity < self.config.anchor_threshold:
             texts = [self.heard_text(text)]
         else:
-            texts = self._anchors.phrasings_for(text, count)
+            texts = list(anchor.alternatives)
             if anchor.similarity < SAME_WORDING:
                 texts = [texts[0], text, *texts[1:]]
         return (texts + [texts[-1]] * count)[:count]
@@ -257,9 +257,11 @@ class Separator:
         """Embed each prompt once (text tokens, pooled embedding); spans and frames are added per chunk.
 
         Each prompt's conditioning holds K rows, one per phrasing of :meth:`heard_phrasings` (K =
-        ``config.phrasings`` when some prompt has text, else 1): ``cond (K, E)``, ``tokens (K, L, H)``,
-        ``token_mask (K, L)``. Prompts without text repeat their one row."""
-        count = max(1, self.config.phrasings) if any(p.text for p in prompts) else 1
+        ``config.phrasings`` when some text prompt is heard in more than one wording, else 1, so identical passes
+        are not run): ``cond (K, E)``, ``tokens (K, L, H)``, ``token_mask (K, L)``. Prompts without text repeat
+        their one row."""
+        heard = {p.text: self.heard_phrasings(p.text) for p in prompts if p.text}
+        count = 1 if all(len(set(texts)) == 1 for texts in heard.values()) else max(1, self.config.phrasings)
         out = []
         for prompt in prompts:
             others, tokens, mask = [], None, None
@@ -269,7 +271,7 @@ class Separator:
                 frames = self.prompt_encoder.video_frames(prompt.video)
                 others.append(self.prompt_encoder.embed_video(frames[None]))
             if prompt.text:
-                tokens, mask = self.prompt_encoder.text_states(self.heard_phrasings(prompt.text)[:count])
+                tokens, mask = self.prompt_encoder.text_states(heard[prompt.text][:count])
                 texts = self.prompt_encoder.embed_text_states(tokens, mask)  # (K, E)
                 cond = torch.stack([texts, *[o.expand_as(texts) for o in others]]).mean(0)
             else:
