@@ -59,6 +59,7 @@ SPEED_SECONDS = (10.0, 600.0)
 LONG_SECONDS = 3600.0
 SPEED_PROMPT = "dog barking"
 PROMPT_SETS = ("manifest", "heldout")
+LIBRARY_DEFAULT = object()  # an option left at InferenceConfig's default
 # direct-to-reverberant ratio of each source under --room (dB): from a near, dry source to a far one
 ROOM_DRR_DB = (-6.0, 6.0)
 
@@ -93,15 +94,13 @@ def build_systems(
     bundle: str | None = None,
     mask_floor: float | None = None,
     shifts: int = 1,
-    anchor_threshold: float | None | str = "default",
-    phrasings: int | None = None,
+    overrides: dict | None = None,
 ) -> dict[str, System]:
     """Every system that can run here; what cannot is named in ``notes``. ``bundle``: promptsep's model
     bundle (default: the embedded one); with a mask refiner in it, the same separator without the refiner
     is scored too (``*_unrefined``). ``mask_floor``: promptsep's :attr:`InferenceConfig.mask_floor`
-    (default: the library's); ``shifts``: its :attr:`InferenceConfig.shifts`; ``anchor_threshold``: its
-    :attr:`InferenceConfig.anchor_threshold` (``"default"``: the library's); ``phrasings``: its
-    :attr:`InferenceConfig.phrasings` (None: the library's)."""
+    (default: the library's); ``shifts``: its :attr:`InferenceConfig.shifts`; ``overrides``: other
+    :class:`InferenceConfig` fields to set (e.g. ``anchor_threshold``, ``phrasings``)."""
     mask = mask_settings()
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
@@ -132,11 +131,7 @@ def build_systems(
     try:
         from separation.inference import InferenceConfig, Prompt, Separator
 
-        config = InferenceConfig(shifts=shifts)
-        if anchor_threshold != "default":
-            config.anchor_threshold = anchor_threshold
-        if phrasings is not None:
-            config.phrasings = phrasings
+        config = InferenceConfig(shifts=shifts, **(overrides or {}))
         if mask_floor is not None:
             config.mask_floor = mask_floor
         separator = Separator.from_pretrained(bundle, config=config)
@@ -462,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--anchor-threshold",
-        default="default",
+        type=parse_anchor_threshold,
+        default=LIBRARY_DEFAULT,
         help="promptsep's prompt anchoring (InferenceConfig.anchor_threshold): a similarity, or 'off'",
     )
     parser.add_argument(
@@ -491,6 +487,16 @@ def heldout_rows(rows: list[dict]) -> list[dict]:
             row = dict(row, prompt=category.heldout[pick])
         out.append(row)
     return out
+
+
+def parse_anchor_threshold(text: str) -> float | None:
+    """``--anchor-threshold``: ``"off"`` -> None (prompts as typed), else a similarity."""
+    if text == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a similarity or 'off', got {text!r}") from None
 
 
 def parse_room(text: str | None) -> tuple[float, float] | None:
@@ -524,9 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.prompts == "heldout":
             rows = heldout_rows(rows)
         baselines = Path(args.baselines) if args.baselines else None
-        anchor = args.anchor_threshold
-        anchor = None if anchor == "off" else anchor if anchor == "default" else float(anchor)
-        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, anchor, args.phrasings)
+        overrides = {} if args.anchor_threshold is LIBRARY_DEFAULT else {"anchor_threshold": args.anchor_threshold}
+        if args.phrasings is not None:
+            overrides["phrasings"] = args.phrasings
+        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, overrides)
         systems = select_systems(systems, args.systems.split(",") if args.systems else None)
         summary, records = evaluate_quality(rows, systems, room, args.gain_db)
         result.update(quality=summary, items=records)
