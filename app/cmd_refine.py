@@ -41,6 +41,11 @@ def register(commands, train_commands) -> None:
     )
     t.add_argument("--tf-layers", type=int, default=3, help="residual blocks of the time-frequency branch")
     t.add_argument(
+        "--tf-freq-layers", type=int, default=0,
+        help="then this many blocks dilated along frequency (2, 4, 8, ... bins); on an --init refiner they are grown "
+        "at zero, so training starts exactly where it was",
+    )
+    t.add_argument(
         "--init", default="",
         help="start from this trained refiner folder (e.g. promptsep_assets/default/refiner); its width, depth and "
         "conditioning replace --channels/--layers/--cond, and a --tf-channels branch added to it starts at zero",
@@ -75,7 +80,7 @@ def run_train(args) -> int:
     cfg = RefinerTrainConfig(
         shards=tuple(args.shards), val=args.val, out=args.out, steps=args.steps, minutes=args.minutes,
         batch=args.batch, lr=args.lr, channels=args.channels, layers=args.layers, tf_channels=args.tf_channels,
-        tf_layers=args.tf_layers, init=args.init, crop_seconds=args.crop_seconds, cond=args.cond, eval_every=args.eval_every,
+        tf_layers=args.tf_layers, tf_freq_layers=args.tf_freq_layers, init=args.init, crop_seconds=args.crop_seconds, cond=args.cond, eval_every=args.eval_every,
         threads=args.threads, device=args.device,
     )
     try:

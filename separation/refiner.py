@@ -17,6 +17,11 @@ time-frequency branch: small 2-D convolutions over (frequency, time) with the sa
 zero-initialised output is added to the first branch's logit correction. A trained bins-only refiner therefore
 loads into a two-branch one unchanged (``init_from``) and starts exactly where it was. With 16 channels and
 three blocks the branch adds about 0.27 G multiply-adds per second of audio, as much again as the first.
+
+Its blocks are dilated along time only, so each point sees 9 frequency bins (about 280 Hz at 16 kHz).
+``tf_freq_layers`` > 0 appends blocks dilated along frequency (2, 4, 8, ... bins) to widen that view; their
+pointwise output starts at zero, so each is the identity when added and a trained refiner grows them
+(``init_from``) starting exactly where it was.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class RefinerConfig:
     cond_dim: int = 0  # > 0: every block is modulated (FiLM) by the pooled prompt embedding of this size
     tf_channels: int = 0  # > 0: add the time-frequency branch with this many channels
     tf_layers: int = 3  # its residual blocks (time dilations 1, 2, 4, ...)
+    tf_freq_layers: int = 0  # then this many blocks dilated along frequency (2, 4, 8, ... bins), zero-initialised
     sample_rate: int = 16000  # of the audio it was trained on: n_fft and hop are in samples, so it fits one rate
 
     @classmethod
@@ -88,13 +94,17 @@ class _Block(nn.Module):
 
 
 class _TFBlock(nn.Module):
-    """Pre-norm residual block over (frequency, time): a 3x3 conv dilated along time, GELU, a pointwise conv."""
+    """Pre-norm residual block over (frequency, time): a 3x3 conv dilated along time (or frequency), GELU, a
+    pointwise conv (zero-initialised when ``identity``, so the block starts as the identity)."""
 
-    def __init__(self, channels: int, dilation: int) -> None:
+    def __init__(self, channels: int, dilation: int, freq_dilation: int = 1, identity: bool = False) -> None:
         super().__init__()
         self.norm = _ChannelNorm(channels)
-        self.conv = nn.Conv2d(channels, channels, 3, padding=(1, dilation), dilation=(1, dilation))
+        self.conv = nn.Conv2d(channels, channels, 3, padding=(freq_dilation, dilation), dilation=(freq_dilation, dilation))
         self.mix = nn.Conv2d(channels, channels, 1)
+        if identity:
+            nn.init.zeros_(self.mix.weight)
+            nn.init.zeros_(self.mix.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.mix(F.gelu(self.conv(self.norm(x))))
@@ -103,10 +113,13 @@ class _TFBlock(nn.Module):
 class _TFBranch(nn.Module):
     """Per-bin logit correction from the ``(B, 4, F, T)`` features; its output starts at zero."""
 
-    def __init__(self, channels: int, layers: int) -> None:
+    def __init__(self, channels: int, layers: int, freq_layers: int = 0) -> None:
         super().__init__()
         self.input = nn.Conv2d(4, channels, 3, padding=1)
-        self.blocks = nn.Sequential(*(_TFBlock(channels, 2**i) for i in range(layers)))
+        self.blocks = nn.Sequential(
+            *(_TFBlock(channels, 2**i) for i in range(layers)),
+            *(_TFBlock(channels, 1, freq_dilation=2 ** (i + 1), identity=True) for i in range(freq_layers)),
+        )
         self.norm = _ChannelNorm(channels)
         self.output = nn.Conv2d(channels, 1, 1)
         nn.init.zeros_(self.output.weight)
@@ -133,7 +146,8 @@ class MaskRefiner(nn.Module):
         self.output = nn.Conv1d(width, bins, 1)
         nn.init.zeros_(self.output.weight)  # starts as the identity: the plain ratio mask
         nn.init.zeros_(self.output.bias)
-        self.tf = _TFBranch(self.config.tf_channels, self.config.tf_layers) if self.config.tf_channels else None
+        cfg = self.config
+        self.tf = _TFBranch(cfg.tf_channels, cfg.tf_layers, cfg.tf_freq_layers) if cfg.tf_channels else None
 
     def masks(self, mixture: Tensor, targets: Tensor, residuals: Tensor, cond: Tensor | None = None) -> Tensor:
         """Refined masks of each estimate pair on the mixture's STFT grid (``config.n_fft`` / ``hop``).
@@ -175,14 +189,22 @@ class MaskRefiner(nn.Module):
 
     def init_from(self, other: "MaskRefiner") -> "MaskRefiner":
         """Copy a trained refiner's weights into this one. Its settings must equal this refiner's, except that it
-        may lack the time-frequency branch, which then keeps its zero start (so the result computes exactly what
-        ``other`` did). Raises WeightsError otherwise."""
+        may lack the time-frequency branch, or some of its frequency-dilated blocks; those keep their zero start (so
+        the result computes exactly what ``other`` did). Raises WeightsError otherwise."""
         mine, theirs = asdict(self.config), asdict(other.config)
         if other.tf is None:
-            theirs.update(tf_channels=mine["tf_channels"], tf_layers=mine["tf_layers"])
+            theirs.update(tf_channels=mine["tf_channels"], tf_layers=mine["tf_layers"], tf_freq_layers=mine["tf_freq_layers"])
+        elif theirs["tf_freq_layers"] <= mine["tf_freq_layers"]:
+            theirs.update(tf_freq_layers=mine["tf_freq_layers"])
         if mine != theirs:
             raise WeightsError(f"refiner settings {asdict(other.config)} cannot start {asdict(self.config)}")
-        self.load_state_dict(other.state_dict(), strict=other.tf is not None)  # equal settings: only tf.* can be missing
+        missing, unexpected = self.load_state_dict(other.state_dict(), strict=False)
+        grown = {name for name, _ in self.named_parameters() if name.startswith("tf.")} if other.tf is None else {
+            name for name, _ in self.named_parameters()
+            if name.startswith("tf.blocks.") and int(name.split(".")[2]) >= len(other.tf.blocks)
+        }
+        if unexpected or set(missing) - grown:  # equal settings: only the grown blocks may be missing
+            raise WeightsError(f"refiner weights do not fit: missing {sorted(set(missing) - grown)[:3]}, unexpected {unexpected[:3]}")
         return self
 
     @classmethod

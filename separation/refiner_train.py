@@ -104,7 +104,7 @@ def load_refiner_shards(
                 if path in seen:
                     continue
                 seen.add(path)
-            for item in torch.load(path, weights_only=True):
+            for item in torch.load(path, weights_only=True, mmap=True):  # mapped, so only the stacked copy is resident
                 waves.append(item["waves"])
                 categories.append(item["category"])
                 rates.add(int(item.get("rate", UNRECORDED_RATE)))
@@ -192,6 +192,7 @@ class RefinerTrainConfig:
     layers: int = 4
     tf_channels: int = 0  # > 0: add the time-frequency branch (see :class:`~separation.refiner.RefinerConfig`)
     tf_layers: int = 3
+    tf_freq_layers: int = 0  # frequency-dilated blocks of the time-frequency branch (grown at zero on an --init refiner)
     init: str = ""  # start from this trained refiner folder (its settings, ``cond`` included; a new time-frequency branch starts at zero)
     crop_seconds: float = 0.0  # > 0: train on random crops of this length (cheaper steps for the 2-D branch)
     cond: bool = False  # condition on the pooled prompt embedding (a paraphrase of the item's category)
@@ -228,7 +229,9 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         start = MaskRefiner.from_pretrained(cfg.init)
         config = start.config
         if start.tf is None:
-            config = replace(config, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers)
+            config = replace(config, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers, tf_freq_layers=cfg.tf_freq_layers)
+        elif cfg.tf_freq_layers > config.tf_freq_layers:
+            config = replace(config, tf_freq_layers=cfg.tf_freq_layers)
         refiner = MaskRefiner(config).init_from(start)
     prompts = CategoryPrompts() if (refiner.config.cond_dim if refiner is not None else cfg.cond) else None
     seen: set[Path] = set()
@@ -236,7 +239,7 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
     if refiner is None:  # a new refiner is for its shards' rate
         refiner = MaskRefiner(RefinerConfig(
             channels=cfg.channels, layers=cfg.layers, cond_dim=prompts.embed_dim if prompts is not None else 0,
-            tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers, sample_rate=sample_rate,
+            tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers, tf_freq_layers=cfg.tf_freq_layers, sample_rate=sample_rate,
         ))
     if refiner.config.sample_rate != sample_rate:
         raise WeightsError(f"the refiner was trained at {refiner.config.sample_rate} Hz, the shards are at {sample_rate} Hz")

@@ -1,6 +1,7 @@
 """The mask refiner: identity at start, level invariance, persistence, its data writer, training and inference."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -191,6 +192,34 @@ def test_a_trained_refiner_starts_a_two_branch_one_unchanged(tmp_path):
     torch.testing.assert_close(two.masks(*(30 * x)), masks, atol=1e-4, rtol=1e-3)  # still level-invariant
     with pytest.raises(WeightsError, match="cannot start"):
         MaskRefiner(RefinerConfig(channels=16, layers=2, tf_channels=8)).init_from(_perturbed())
+
+
+def test_frequency_dilated_blocks_grow_on_a_two_branch_refiner_unchanged(tmp_path):
+    """Blocks dilated along frequency start as the identity, so a trained two-branch refiner grows them and computes
+    the same masks; once trained they see farther along frequency; a refiner cannot lose them."""
+    torch.manual_seed(4)
+    start = MaskRefiner(TWO_BRANCH)
+    with torch.no_grad():
+        start.tf.output.weight.normal_(0, 0.5)  # a "trained" branch whose output is not zero
+    start.save_pretrained(tmp_path / "two", dtype=torch.float32)
+    grown = MaskRefiner(replace(TWO_BRANCH, tf_freq_layers=2)).init_from(MaskRefiner.from_pretrained(tmp_path / "two")).eval()
+    assert [b.conv.dilation for b in grown.tf.blocks] == [(1, 1), (1, 2), (2, 1), (4, 1)]
+    x = 0.1 * torch.randn(3, 2, 8000)
+    torch.testing.assert_close(grown.masks(*x), start.eval().masks(*x))  # the new blocks start as the identity
+    with torch.no_grad():
+        for block in grown.tf.blocks[2:]:
+            block.mix.weight.normal_(0, 0.5)
+    assert (grown.masks(*x) - start.masks(*x)).abs().max() > 1e-3
+    # the branch's view along frequency: a change at one point of its features reaches farther once grown
+    features = torch.randn(1, 4, 257, 40)
+    poked = features.clone()
+    poked[0, :, 128, 20] += 1.0
+    with torch.no_grad():
+        reach = [((m.tf(poked) - m.tf(features)).abs()[0, :, 20] > 1e-6).nonzero().flatten() for m in (start, grown)]
+    assert (reach[0].min(), reach[0].max()) == (128 - 3, 128 + 3)  # input conv and two time-dilated blocks: 3 bins
+    assert (reach[1].min(), reach[1].max()) == (128 - 9, 128 + 9)  # plus frequency dilations 2 and 4
+    with pytest.raises(WeightsError, match="cannot start"):
+        MaskRefiner(TWO_BRANCH).init_from(grown)
 
 
 def test_training_a_time_frequency_branch_from_a_trained_refiner(tmp_path):
