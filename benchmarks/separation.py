@@ -58,7 +58,7 @@ METRICS = ("si_sdri", "sdr", "sir", "sar")
 SPEED_SECONDS = (10.0, 600.0)
 LONG_SECONDS = 3600.0
 SPEED_PROMPT = "dog barking"
-PROMPT_SETS = ("manifest", "heldout")
+PROMPT_SETS = ("manifest", "heldout", "user")
 LIBRARY_DEFAULT = object()  # an option left at InferenceConfig's default
 # direct-to-reverberant ratio of each source under --room (dB): from a near, dry source to a far one
 ROOM_DRR_DB = (-6.0, 6.0)
@@ -452,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts",
         choices=PROMPT_SETS,
         default="manifest",
-        help="text prompts: the manifest's (training phrasings of the target's category) or 'heldout', one of "
-        "the category's held-out paraphrases, never used in training (picked per line by its id)",
+        help="text prompts: the manifest's (training phrasings of the target's category); 'heldout', one of "
+        "the category's held-out paraphrases, never used in training; or 'user', one of its short search-box wordings "
+        "(\"the dog\", \"barking\"), also never used (picked per line by its id)",
     )
     parser.add_argument(
         "--anchor-threshold",
@@ -473,18 +474,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def heldout_rows(rows: list[dict]) -> list[dict]:
-    """``rows`` with each text prompt replaced by one of its category's held-out paraphrases (keyed by the
-    line's id, so every run and system gets the same one); lines without a category or held-out phrasing
-    keep theirs."""
-    from dataengine.vocabulary import CATEGORIES
+def heldout_rows(rows: list[dict], prompts: str = "heldout") -> list[dict]:
+    """``rows`` with each text prompt replaced by an unseen wording of its category: one of its held-out
+    paraphrases (``"heldout"``) or of its search-box wordings (``"user"``), keyed by the line's id, so every
+    run and system gets the same one; lines without a category or such a wording keep theirs."""
+    from dataengine.vocabulary import CATEGORIES, USER_WORDINGS
 
     out = []
     for row in rows:
         category = CATEGORIES.get(row.get("category") or "")
-        if category is not None and category.heldout and row.get("prompt"):
-            pick = int(keyed_rng("heldout-prompt", str(row.get("id", ""))).integers(len(category.heldout)))
-            row = dict(row, prompt=category.heldout[pick])
+        if category is not None and row.get("prompt"):
+            wordings = category.heldout if prompts == "heldout" else USER_WORDINGS.get(category.name, ())
+            if wordings:
+                pick = int(keyed_rng(f"{prompts}-prompt", str(row.get("id", ""))).integers(len(wordings)))
+                row = dict(row, prompt=wordings[pick])
         out.append(row)
     return out
 
@@ -527,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_quality:
         rows = read_manifest(args.manifest, args.limit)
-        if args.prompts == "heldout":
-            rows = heldout_rows(rows)
+        if args.prompts != "manifest":
+            rows = heldout_rows(rows, args.prompts)
         baselines = Path(args.baselines) if args.baselines else None
         overrides = {} if args.anchor_threshold is LIBRARY_DEFAULT else {"anchor_threshold": args.anchor_threshold}
         if args.phrasings is not None:

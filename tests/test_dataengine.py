@@ -18,7 +18,7 @@ from dataengine.library import load_library
 from dataengine.mixing import MixtureSampler
 from dataengine.rcc import RccArchive, RccError, build_rcc
 from dataengine.sources import SOURCES, build_cat, read_cat
-from dataengine.vocabulary import CATEGORIES, GROUPS, categorize, heldout_prompts, paraphrase
+from dataengine.vocabulary import CATEGORIES, GROUPS, USER_WORDINGS, categorize, heldout_prompts, paraphrase
 from encoders.errors import PromptsepError
 
 RATE = 22_050
@@ -126,6 +126,23 @@ def test_vocabulary_covers_groups_and_phrasings():
         assert not set(heldout_prompts(name)) & set(entry.phrasings)
         assert paraphrase(name, rng) in entry.phrasings
     assert {paraphrase("dog", rng) for _ in range(50)} == set(CATEGORIES["dog"].phrasings)
+
+
+def test_user_wordings_are_a_second_unseen_set_for_every_category():
+    """The search-box wordings cover every category and are neither training phrasings nor held-out paraphrases (as
+    the text tower reads them), and the separation benchmark swaps them in per line, reproducibly."""
+    from benchmarks.separation import heldout_rows
+    from encoders.prompts import canonical_text_prompt
+
+    assert set(USER_WORDINGS) == set(CATEGORIES)
+    seen = {canonical_text_prompt(p).lower() for c in CATEGORIES.values() for p in (*c.phrasings, *c.heldout)}
+    wordings = [w for pair in USER_WORDINGS.values() for w in pair]
+    assert len(wordings) == 2 * len(CATEGORIES) and not {canonical_text_prompt(w).lower() for w in wordings} & seen
+    rows = [{"id": f"x-{i}", "category": "dog", "prompt": "dog barking"} for i in range(20)] + [{"id": "y", "prompt": "p"}]
+    user, heldout = heldout_rows(rows, "user"), heldout_rows(rows, "heldout")
+    assert {r["prompt"] for r in user[:20]} == set(USER_WORDINGS["dog"])  # both wordings drawn over 20 lines
+    assert {r["prompt"] for r in heldout[:20]} == set(CATEGORIES["dog"].heldout)
+    assert user[-1] == rows[-1] and heldout_rows(rows, "user") == user  # no category: unchanged; same pick each run
 
 
 @pytest.mark.parametrize("text, expected", [
