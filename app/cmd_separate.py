@@ -160,6 +160,11 @@ def register(commands, train_commands) -> None:
         "fixed; the true latents' masked SI-SDR and mel loss keep it a codec); writes OUT/codec. 0: frozen decoder",
     )
     t.add_argument(
+        "--prompt-noise", type=float, default=0.0,
+        help="add Gaussian noise of relative size up to this (e.g. 0.6) to each text prompt's embedding and tokens, "
+        "so the separator follows wordings near the training phrasings too (0: off)",
+    )
+    t.add_argument(
         "--ema", type=_fraction, default=0.0,
         help="also keep an exponential moving average of the weights with this per-step decay (e.g. 0.999) and "
         "write it as OUT/final (0: off, OUT/final is the last weights)",
@@ -408,8 +413,10 @@ def run_train(args) -> int:
         seed=args.seed, device=args.device, codec=args.codec, wave_weight=args.wave_weight,
         latent_weight=args.latent_weight, pool_feed=args.pool_feed, feed_every=args.feed_every,
         wave_items=args.wave_items, wave_frames=args.wave_frames, warmup=args.warmup, init=args.init,
-        decoder_lr=args.decoder_lr, ema=args.ema, refiner=args.refiner,
+        decoder_lr=args.decoder_lr, ema=args.ema, refiner=args.refiner, prompt_noise=args.prompt_noise,
     )
+    if cfg.prompt_noise < 0:
+        raise PromptError(f"--prompt-noise must be 0 or more, got {cfg.prompt_noise}")
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")
     return 0

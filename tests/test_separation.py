@@ -327,6 +327,35 @@ def test_training_pool_reads_manifest_and_rephrases(tmp_path):
     assert len(cache.text) > 1  # several phrasings of "dog" were used
 
 
+def test_prompt_noise_displaces_text_prompts_by_at_most_its_size():
+    """--prompt-noise moves each text embedding (and token) off its phrasing, by a relative size up to the limit:
+    with 0.6, a cosine to the clean vector of at least about 1 / sqrt(1 + 0.36) = 0.86, and never exactly 1."""
+    import random
+
+    from separation.train import PromptCache, TrainConfig, _conditioning, _displaced
+
+    rng = np.random.default_rng(0)
+    x = torch.randn(500, 256)
+    moved = _displaced(x, rng, 0.6)
+    cos = torch.nn.functional.cosine_similarity(moved, x, dim=-1)
+    assert moved.shape == x.shape and (cos < 0.9999).all() and cos.min() > 0.8
+    assert torch.equal(_displaced(x, rng, 0.0), x)
+
+    class _Item:  # what _conditioning reads of an example
+        category, image, spans = "dog", None, None
+
+    cache = PromptCache(HashPromptEncoder())
+    for noise in (0.0, 0.6):
+        cfg = TrainConfig(prompt_dropout=0.0, pooled_token_prob=0.0, prompt_noise=noise)
+        cond = _conditioning([_Item()] * 16, cache, cfg, 10, 25.0, random.Random(0), rng, False, torch.device("cpu"))
+        clean = torch.stack([embed for embed, _, _ in cache.text.values()])
+        nearest = torch.nn.functional.cosine_similarity(cond.cond[:, None], clean[None], dim=-1).max(dim=1).values
+        if noise == 0.0:
+            assert torch.allclose(nearest, torch.ones(16), atol=1e-5)  # every row is a phrasing's own embedding
+        else:
+            assert (nearest < 0.9999).all() and nearest.min() > 0.8
+
+
 @pytest.mark.parametrize("n_prompts", [1, 2])
 def test_separate_file_streams_the_same_output_as_in_memory(separator, tmp_path, n_prompts):
     """Streaming a file in small blocks writes what ``separate`` returns, and target + residual == mixture."""
