@@ -26,6 +26,13 @@ def _probability(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0.0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
+    return value
+
+
 def _wet_range(text: str) -> tuple[float, float]:
     try:
         low, high = (float(x) for x in text.split(","))
@@ -160,7 +167,7 @@ def register(commands, train_commands) -> None:
         "fixed; the true latents' masked SI-SDR and mel loss keep it a codec); writes OUT/codec. 0: frozen decoder",
     )
     t.add_argument(
-        "--prompt-noise", type=float, default=0.0,
+        "--prompt-noise", type=_non_negative, default=0.0,
         help="add Gaussian noise of relative size up to this (e.g. 0.6) to each text prompt's embedding and tokens, "
         "so the separator follows wordings near the training phrasings too (0: off)",
     )
@@ -415,8 +422,6 @@ def run_train(args) -> int:
         wave_items=args.wave_items, wave_frames=args.wave_frames, warmup=args.warmup, init=args.init,
         decoder_lr=args.decoder_lr, ema=args.ema, refiner=args.refiner, prompt_noise=args.prompt_noise,
     )
-    if cfg.prompt_noise < 0:
-        raise PromptError(f"--prompt-noise must be 0 or more, got {cfg.prompt_noise}")
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")
     return 0

@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def heldout_rows(rows: list[dict], prompts: str = "heldout") -> list[dict]:
+def reworded_rows(rows: list[dict], prompts: str = "heldout") -> list[dict]:
     """``rows`` with each text prompt replaced by an unseen wording of its category: one of its held-out
     paraphrases (``"heldout"``) or of its search-box wordings (``"user"``), keyed by the line's id, so every
     run and system gets the same one; lines without a category or such a wording keep theirs."""
@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_quality:
         rows = read_manifest(args.manifest, args.limit)
         if args.prompts != "manifest":
-            rows = heldout_rows(rows, args.prompts)
+            rows = reworded_rows(rows, args.prompts)
         baselines = Path(args.baselines) if args.baselines else None
         overrides = {} if args.anchor_threshold is LIBRARY_DEFAULT else {"anchor_threshold": args.anchor_threshold}
         if args.phrasings is not None:

@@ -27,7 +27,7 @@ pointwise output starts at zero, so each is the identity when added and a traine
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +61,13 @@ class RefinerConfig:
     def from_json(cls, path: Path) -> "RefinerConfig":
         data = json.loads(Path(path).read_text())
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def grown(self, tf_channels: int, tf_layers: int, tf_freq_layers: int) -> "RefinerConfig":
+        """These settings with the time-frequency branch that a trained refiner can grow at zero: the whole branch
+        when it has none, else more frequency-dilated blocks when more are asked for (never fewer)."""
+        if not self.tf_channels:
+            return replace(self, tf_channels=tf_channels, tf_layers=tf_layers, tf_freq_layers=tf_freq_layers)
+        return replace(self, tf_freq_layers=max(self.tf_freq_layers, tf_freq_layers))
 
 
 class _ChannelNorm(nn.LayerNorm):
@@ -191,20 +198,10 @@ class MaskRefiner(nn.Module):
         """Copy a trained refiner's weights into this one. Its settings must equal this refiner's, except that it
         may lack the time-frequency branch, or some of its frequency-dilated blocks; those keep their zero start (so
         the result computes exactly what ``other`` did). Raises WeightsError otherwise."""
-        mine, theirs = asdict(self.config), asdict(other.config)
-        if other.tf is None:
-            theirs.update(tf_channels=mine["tf_channels"], tf_layers=mine["tf_layers"], tf_freq_layers=mine["tf_freq_layers"])
-        elif theirs["tf_freq_layers"] <= mine["tf_freq_layers"]:
-            theirs.update(tf_freq_layers=mine["tf_freq_layers"])
-        if mine != theirs:
-            raise WeightsError(f"refiner settings {asdict(other.config)} cannot start {asdict(self.config)}")
-        missing, unexpected = self.load_state_dict(other.state_dict(), strict=False)
-        grown = {name for name, _ in self.named_parameters() if name.startswith("tf.")} if other.tf is None else {
-            name for name, _ in self.named_parameters()
-            if name.startswith("tf.blocks.") and int(name.split(".")[2]) >= len(other.tf.blocks)
-        }
-        if unexpected or set(missing) - grown:  # equal settings: only the grown blocks may be missing
-            raise WeightsError(f"refiner weights do not fit: missing {sorted(set(missing) - grown)[:3]}, unexpected {unexpected[:3]}")
+        mine = self.config
+        if other.config.grown(mine.tf_channels, mine.tf_layers, mine.tf_freq_layers) != mine:
+            raise WeightsError(f"refiner settings {asdict(other.config)} cannot start {asdict(mine)}")
+        self.load_state_dict(other.state_dict(), strict=False)  # settings match: only the grown blocks are missing
         return self
 
     @classmethod

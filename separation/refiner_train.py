@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -227,12 +227,7 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = False) -> Path:
         step, minutes_before = state["step"], state["minutes"]
     elif cfg.init:  # the starting refiner's settings (conditioning included), plus the time-frequency branch asked for
         start = MaskRefiner.from_pretrained(cfg.init)
-        config = start.config
-        if start.tf is None:
-            config = replace(config, tf_channels=cfg.tf_channels, tf_layers=cfg.tf_layers, tf_freq_layers=cfg.tf_freq_layers)
-        elif cfg.tf_freq_layers > config.tf_freq_layers:
-            config = replace(config, tf_freq_layers=cfg.tf_freq_layers)
-        refiner = MaskRefiner(config).init_from(start)
+        refiner = MaskRefiner(start.config.grown(cfg.tf_channels, cfg.tf_layers, cfg.tf_freq_layers)).init_from(start)
     prompts = CategoryPrompts() if (refiner.config.cond_dim if refiner is not None else cfg.cond) else None
     seen: set[Path] = set()
     waves, categories, sample_rate = load_refiner_shards(list(cfg.shards), seen=seen)

@@ -346,13 +346,14 @@ def _conditioning(
     for example in examples:
         embed, states, mask = cache.text_item(paraphrase(example.category, np_rng))
         tokens = states[mask]
-        if cfg.prompt_noise > 0:
-            embed, tokens = _displaced(embed, np_rng, cfg.prompt_noise), _displaced(tokens, np_rng, cfg.prompt_noise)
         if use_images and example.image and rng.random() < cfg.visual_prob:
             embed = cache.image_item(example.image)
             tokens = embed[None]
-        elif rng.random() < cfg.pooled_token_prob:
-            tokens = embed[None]
+        else:
+            if cfg.prompt_noise > 0:  # text prompts only: a picture is not a wording
+                embed, tokens = _displaced(embed, np_rng, cfg.prompt_noise), _displaced(tokens, np_rng, cfg.prompt_noise)
+            if rng.random() < cfg.pooled_token_prob:
+                tokens = embed[None]
         if rng.random() < cfg.prompt_dropout:
             embed = torch.zeros_like(embed)
             tokens = embed[None]

@@ -131,7 +131,7 @@ def test_vocabulary_covers_groups_and_phrasings():
 def test_user_wordings_are_a_second_unseen_set_for_every_category():
     """The search-box wordings cover every category and are neither training phrasings nor held-out paraphrases (as
     the text tower reads them), and the separation benchmark swaps them in per line, reproducibly."""
-    from benchmarks.separation import heldout_rows
+    from benchmarks.separation import reworded_rows
     from encoders.prompts import canonical_text_prompt
 
     assert set(USER_WORDINGS) == set(CATEGORIES)
@@ -139,10 +139,10 @@ def test_user_wordings_are_a_second_unseen_set_for_every_category():
     wordings = [w for pair in USER_WORDINGS.values() for w in pair]
     assert len(wordings) == 2 * len(CATEGORIES) and not {canonical_text_prompt(w).lower() for w in wordings} & seen
     rows = [{"id": f"x-{i}", "category": "dog", "prompt": "dog barking"} for i in range(20)] + [{"id": "y", "prompt": "p"}]
-    user, heldout = heldout_rows(rows, "user"), heldout_rows(rows, "heldout")
+    user, heldout = reworded_rows(rows, "user"), reworded_rows(rows, "heldout")
     assert {r["prompt"] for r in user[:20]} == set(USER_WORDINGS["dog"])  # both wordings drawn over 20 lines
     assert {r["prompt"] for r in heldout[:20]} == set(CATEGORIES["dog"].heldout)
-    assert user[-1] == rows[-1] and heldout_rows(rows, "user") == user  # no category: unchanged; same pick each run
+    assert user[-1] == rows[-1] and reworded_rows(rows, "user") == user  # no category: unchanged; same pick each run
 
 
 @pytest.mark.parametrize("text, expected", [
