@@ -356,6 +356,32 @@ def test_prompt_noise_displaces_text_prompts_by_at_most_its_size():
             assert (nearest < 0.9999).all() and nearest.min() > 0.8
 
 
+def test_visual_prob_sets_the_share_of_picture_prompts():
+    """--visual-prob: an example with a picture is prompted by it with that probability, otherwise by a phrasing;
+    a picture prompt is one token (its embedding), and an example without a picture always gets text."""
+    import random
+
+    from separation.train import PromptCache, TrainConfig, _conditioning
+
+    class _Pictured:
+        category, image, spans = "dog", "dog.png", None
+
+    class _Plain:
+        category, image, spans = "dog", None, None
+
+    cache = PromptCache(HashPromptEncoder())
+    picture = cache.image_item("dog.png")
+    rng = np.random.default_rng(0)
+    for share in (0.0, 0.6, 1.0):
+        cfg = TrainConfig(prompt_dropout=0.0, pooled_token_prob=0.0, visual_prob=share)
+        cond = _conditioning([_Pictured()] * 400, cache, cfg, 10, 25.0, random.Random(1), rng, True, torch.device("cpu"))
+        is_picture = torch.isclose(cond.cond, picture[None]).all(dim=1)
+        assert abs(is_picture.float().mean().item() - share) < 0.06
+        assert (cond.token_mask[is_picture].sum(dim=1) == 1).all()
+    cond = _conditioning([_Plain()] * 50, cache, cfg, 10, 25.0, random.Random(1), rng, True, torch.device("cpu"))
+    assert not torch.isclose(cond.cond, picture[None]).all(dim=1).any()
+
+
 @pytest.mark.parametrize("n_prompts", [1, 2])
 def test_separate_file_streams_the_same_output_as_in_memory(separator, tmp_path, n_prompts):
     """Streaming a file in small blocks writes what ``separate`` returns, and target + residual == mixture."""
