@@ -12,6 +12,9 @@ tower and codec front end, untrained audio/visual towers):
   training phrasing, :mod:`encoders.anchors`, as the separator hears it); a hit is a clip of that category;
 - image -> audio R@1 / R@5: one query per distinct picture of the gallery (its category is the
   picture's clip's);
+- picture zero-shot accuracy: each distinct picture against one prompt per category (the name), overall and
+  per group (``speech | music | animals | events | ambience``): does the visual tower put a picture next
+  to its category's words (the separator's picture prompts read this tower);
 - zero-shot accuracy: each clip against one prompt per category of the library (the category name),
   against held-out paraphrases (mean of each category's held-out prompt embeddings), and against
   the mean embedding of all of each category's phrasings (prompt ensembling, as CLIP's zero-shot
@@ -115,6 +118,27 @@ def phrasings(category: str) -> list[str]:
         return [category]
 
 
+def accuracy_by_group(embeds: torch.Tensor, labels: list[int], class_text: torch.Tensor, groups: list[str]) -> dict[str, float]:
+    """Zero-shot accuracy of ``embeds`` ``(M, E)`` against ``class_text`` ``(C, E)`` per group of the items'
+    classes (``groups[c]`` names class ``c``'s group), plus ``"all"``."""
+    hits = ((embeds @ class_text.T).argmax(1) == torch.tensor(labels)).float()
+    out = {"all": float(hits.mean())}
+    for group in sorted({groups[c] for c in labels}):
+        mine = torch.tensor([groups[c] == group for c in labels])
+        out[group] = float(hits[mine].mean())
+    return out
+
+
+def category_group(category: str) -> str:
+    """The vocabulary group of a category (``"other"`` outside the vocabulary)."""
+    try:
+        from dataengine.vocabulary import category as lookup
+
+        return lookup(category).group
+    except (ImportError, KeyError):
+        return "other"
+
+
 def class_embeddings(encoder, prompts_per_class: list[list[str]]) -> torch.Tensor:
     """One unit vector per class: the normalised mean of its prompts' embeddings. ``(C, E)``."""
     return torch.stack([torch.nn.functional.normalize(encoder.embed_text(p).mean(0), dim=-1) for p in prompts_per_class])
@@ -170,6 +194,11 @@ def evaluate(encoder, items: list[dict], latents: list[torch.Tensor], categories
         image_embeds = torch.cat([encoder.embed_image(paths[i : i + 32]) for i in range(0, len(paths), 32)])
         result = retrieval_metrics(image_embeds, torch.tensor([images[p] for p in paths]), audio, labels)
         metrics.update({"image_r1": result["r1"], "image_r5": result["r5"], "images": len(paths)})
+        by_group = accuracy_by_group(
+            image_embeds, [images[p] for p in paths], encoder.embed_text(categories), [category_group(c) for c in categories]
+        )
+        metrics["image_zero_shot_acc"] = by_group.pop("all")
+        metrics["image_zero_shot_by_group"] = by_group
 
     metrics["zero_shot_acc"] = zero_shot_accuracy(audio, labels, encoder.embed_text(categories))
     held = class_embeddings(encoder, [heldout(name) or [name] for name in categories])
@@ -212,6 +241,7 @@ COLUMNS = [
     ("held-out, anchored", "heldout_anchored_text_r1"),
     ("image→audio R@1", "image_r1"),
     ("R@5", "image_r5"),
+    ("picture zero-shot", "image_zero_shot_acc"),
     ("zero-shot acc", "zero_shot_acc"),
     ("zero-shot (held-out)", "zero_shot_acc_heldout"),
     ("zero-shot (all phrasings)", "zero_shot_acc_phrasings"),
@@ -260,6 +290,19 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.json, results)
     print(markdown_table(["gallery", "model"] + [name for name, _ in COLUMNS], table))
     print()
+    per_group = [
+        (gallery, model_name, metrics["image_zero_shot_by_group"])
+        for gallery, models in results["galleries"].items()
+        for model_name, metrics in models.items()
+        if metrics.get("image_zero_shot_by_group")
+    ]
+    if per_group:
+        groups = sorted({g for _, _, by_group in per_group for g in by_group})
+        print("picture zero-shot accuracy per group")
+        print(markdown_table(
+            ["gallery", "model", *groups], [[gallery, name, *(by_group.get(g) for g in groups)] for gallery, name, by_group in per_group]
+        ))
+        print()
     speed_rows = [
         [threads, s["text_ms"], s["audio_latents_ms"], s["audio_waveform_ms"], s["clip_plus_prompt_latents_ms"]]
         for threads, s in ((2, results["speed"]), (1, results["speed_1_thread"]))

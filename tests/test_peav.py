@@ -453,3 +453,15 @@ def test_benchmark_class_embeddings_are_the_normalised_phrasing_means(encoder):
     mean = encoder.embed_text(prompts[0]).mean(0)
     torch.testing.assert_close(classes[0], mean / mean.norm())
     torch.testing.assert_close(classes[1], encoder.embed_text(["piano"])[0])
+
+
+def test_benchmark_picture_zero_shot_counts_hits_per_group():
+    """The encoders benchmark's picture zero-shot: the share of items whose nearest class embedding is their
+    own, overall and per group of their classes; a category's group comes from the vocabulary."""
+    from benchmarks.encoders import accuracy_by_group, category_group
+
+    classes = torch.eye(3)  # classes 0, 1 (animals) and 2 (music)
+    embeds = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0], [0, 0, 1.0]])  # right, wrong, right, right
+    result = accuracy_by_group(embeds, [0, 1, 1, 2], classes, ["animals", "animals", "music"])
+    assert result == pytest.approx({"all": 0.75, "animals": 2 / 3, "music": 1.0})
+    assert category_group("dog") == "animals" and category_group("not a category") == "other"
