@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from encoders.errors import AudioError, WeightsError
+from encoders.files import save_tensors
 
 
 def load_codec(path: str | None):
@@ -77,7 +77,7 @@ def run_encode(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(_inputs(args.inputs), desc="encode", unit="file", disable=len(args.inputs) < 2):
         latents, meta = encode_file(codec, path)
-        save_file({"latents": latents.contiguous()}, str(out / f"{path.stem}.safetensors"), metadata=meta)
+        save_tensors({"latents": latents.contiguous()}, out / f"{path.stem}.safetensors", metadata=meta)
     return 0
 
 

@@ -125,10 +125,10 @@ def collect_media(paths: list[Path]) -> list[Path]:
 
 def run_embed(args) -> int:
     import torch
-    from safetensors.torch import save_file
     from tqdm import tqdm
 
     from encoders.audio_io import load_audio
+    from encoders.files import save_tensors
     from encoders.peav import load_prompt_encoder
 
     files = collect_media(args.paths)
@@ -151,7 +151,7 @@ def run_embed(args) -> int:
         raise AudioError("none of the files could be read; nothing indexed")
     weights_file, meta_file = index_files(args.out)
     weights_file.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"embeddings": torch.stack(embeddings).contiguous()}, str(weights_file))
+    save_tensors({"embeddings": torch.stack(embeddings).contiguous()}, weights_file)
     meta = {
         "paths": kept,
         "embed_dim": encoder.embed_dim,

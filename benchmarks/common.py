@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from encoders.files import publish
+
 
 def mask_settings() -> tuple[int, int, float]:
     """STFT size, hop and mask power of promptsep's mixture-consistent output (its inference defaults)."""
@@ -145,8 +147,7 @@ def write_json(path: str | Path, data: Any) -> Path:
     with os.fdopen(fd, "w") as handle:
         json.dump(_jsonable(data), handle, indent=2, allow_nan=False)
         handle.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
+    publish(tmp, path)  # mkstemp creates 0600; the result gets the umask's mode
     return path
 
 

@@ -18,6 +18,7 @@ import torch
 import torchaudio
 
 from encoders.errors import AudioError
+from encoders.files import publish
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000
@@ -172,7 +173,7 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_r
     try:
         subtype = "FLOAT" if fmt == "WAV" else None
         sf.write(tmp, array.T, sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

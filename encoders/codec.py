@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from dac.model.dac import Decoder, DecoderBlock, Encoder
 from dac.nn.layers import Snake1d, WNConv1d
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from encoders.errors import WeightsError
+from encoders.files import save_tensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -386,7 +387,7 @@ class Codec(nn.Module):
             if dtype is not None and value.is_floating_point():
                 value = value.to(dtype)
             state[key] = value.contiguous()
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "model": "promptsep-dacvae"})
+        save_tensors(state, path / WEIGHTS_NAME, metadata={"format": "pt", "model": "promptsep-dacvae"})
         return path
 
     @classmethod

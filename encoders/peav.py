@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from einops import repeat
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformers import (
     AutoTokenizer,
@@ -63,6 +63,7 @@ from transformers import (
 from transformers.initialization import no_init_weights
 
 from encoders.errors import PromptError, WeightsError
+from encoders.files import save_tensors
 from encoders.prompts import VisualPreprocessing, canonical_text_prompt, load_image_frames, load_visual_prompt
 
 CONFIG_NAME = "config.json"
@@ -777,7 +778,7 @@ class PromptEncoder(nn.Module):
             if dtype is not None and value.is_floating_point():
                 value = value.to(dtype)
             state[key] = value.contiguous()
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "model": "promptsep-peav"})
+        save_tensors(state, path / WEIGHTS_NAME, metadata={"format": "pt", "model": "promptsep-peav"})
         if self.config.text_weights == "bundle" and self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
         return path

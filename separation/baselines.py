@@ -25,10 +25,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from encoders.errors import WeightsError
+from encoders.files import save_tensors
 from separation.metrics import si_sdr
 
 CONFIG_NAME = "config.json"
@@ -360,7 +361,7 @@ def save_baseline(
     path.mkdir(parents=True, exist_ok=True)
     config = BaselineConfig(which=which, model=model_config, training=training or {})
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_NAME))
+    save_tensors(state, path / WEIGHTS_NAME)
     (path / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2) + "\n")
     return path
 

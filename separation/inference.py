@@ -23,6 +23,7 @@ from einops import rearrange
 from encoders.anchors import Anchor, PromptAnchors
 from encoders.audio_io import load_audio, resample
 from encoders.errors import PromptError, WeightsError
+from encoders.files import publish
 from separation.masking import carry_masks, floor_masks, istft, prompt_masks, share_masks, stft
 from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorModel
 from separation.objectives import Conditioning, predict_sources
@@ -638,7 +639,7 @@ class Separator:
                 writer.close()
             written = []
             for temp, name in zip(temps, names, strict=True):
-                os.replace(temp, folder / name)
+                publish(temp, folder / name)
                 written.append(folder / name)
         except BaseException:
             for writer in writers:

@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from encoders.errors import WeightsError
+from encoders.files import save_tensors
 
 SPAN_UNKNOWN, SPAN_ON, SPAN_OFF = 0, 1, 2
 
@@ -251,7 +252,7 @@ class SeparatorModel(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
         state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / "model.safetensors"))
+        save_tensors(state, path / "model.safetensors")
 
     def set_dropout(self, p: float) -> None:
         """Dropout on every block's branches from now on (recorded in the config); active in train mode only."""

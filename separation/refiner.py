@@ -32,10 +32,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from encoders.errors import WeightsError
+from encoders.files import save_tensors
 from separation.masking import istft, ratio_mask, stft
 
 MAG_FLOOR = 1e-5  # magnitude floor (relative to a unit-RMS mixture) of the log features
@@ -192,7 +193,7 @@ class MaskRefiner(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.to(dtype).contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
+        save_tensors({k: v.to(dtype).contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
 
     def init_from(self, other: "MaskRefiner") -> "MaskRefiner":
         """Copy a trained refiner's weights into this one. Its settings must equal this refiner's, except that it

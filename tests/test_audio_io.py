@@ -130,6 +130,22 @@ def test_save_round_trip_and_atomic(tmp_path):
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["out.wav"]
 
 
+def test_written_files_take_the_umask_mode(tmp_path):
+    """Audio and tensors are written with the mode an ordinary file gets under the user's umask, not the owner-only
+    0600 of mkstemp and safetensors."""
+    import os
+
+    from encoders.files import save_tensors
+
+    mask = os.umask(0)  # read the umask (setting it is the only way), then put it back
+    os.umask(mask)
+    expected = 0o666 & ~mask  # 0644 under the usual 022
+    audio = save_audio(tmp_path / "a.wav", torch.zeros(1, 160), 16000)
+    tensors = save_tensors({"x": torch.zeros(2)}, tmp_path / "t.safetensors")
+    assert audio.stat().st_mode & 0o777 == expected
+    assert tensors.stat().st_mode & 0o777 == expected
+
+
 def test_save_rejects_unknown_suffix(tmp_path):
     with pytest.raises(AudioError, match="cannot write format"):
         save_audio(tmp_path / "x.xyz", torch.zeros(1, 10), 16000)

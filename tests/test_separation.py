@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -403,6 +404,10 @@ def test_separate_file_streams_the_same_output_as_in_memory(separator, tmp_path,
     torch.testing.assert_close(targets, expected.targets, atol=1e-5, rtol=0)
     torch.testing.assert_close(targets.sum(0) + residual, wav, atol=1e-5, rtol=0)
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
+    # readable like any file the user creates (mkstemp alone would leave them 0600)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {p.stat().st_mode & 0o777 for p in written} == {0o666 & ~mask}
 
 
 def test_candidate_shift_keeps_length_and_mixture_sum(separator):

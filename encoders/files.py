@@ -1,0 +1,36 @@
+"""Files promptsep writes: created with the permissions of the user's umask, like any ordinary file.
+
+Outputs are written to a temporary file first and renamed into place, so a failure never leaves a half-written
+file. ``tempfile.mkstemp`` and safetensors both create files readable by their owner only (0600); :func:`publish`
+and :func:`save_tensors` give them the mode an ordinary ``open(path, "w")`` would (0644 under the usual umask
+022), so a web server, a colleague or a second account can read what a separation wrote.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; read once, at import, before any threads
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+
+
+def publish(temp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give the finished temporary file ``temp`` the umask's mode and rename it to ``path`` (atomic)."""
+    os.chmod(temp, FILE_MODE)
+    os.replace(temp, path)
+
+
+def save_tensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """``safetensors.torch.save_file`` with the umask's file mode instead of safetensors' 0600."""
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, FILE_MODE)
+    return Path(path)
