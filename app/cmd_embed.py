@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from app.cmd_separate import probability
 from encoders.errors import AudioError, PromptError, PromptsepError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", ".m4a", ".aac"}
@@ -89,6 +90,14 @@ def register(commands, train_commands) -> None:
         "--freeze-visual",
         action="store_true",
         help="keep the visual tower as it is (the shipped separator reads its picture embeddings)",
+    )
+    t.add_argument(
+        "--image-background",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="repaint the solid background of this share of training pictures a random colour, so the visual tower "
+        "reads the drawing, not its tint (0: off, the shipped towers' recipe)",
     )
     t.set_defaults(func=run_train)
 
@@ -234,6 +243,7 @@ def run_train(args) -> int:
         device=args.device,
         max_clips_per_category=args.clips_per_category,
         train_visual=not args.freeze_visual,
+        image_background=args.image_background,
         init=args.init,
     )
     extra = None

@@ -19,7 +19,8 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _probability(text: str) -> float:
+def probability(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text}")
@@ -172,7 +173,7 @@ def register(commands, train_commands) -> None:
         "so the separator follows wordings near the training phrasings too (0: off)",
     )
     t.add_argument(
-        "--visual-prob", type=_probability, default=0.3,
+        "--visual-prob", type=probability, default=0.3,
         help="share of examples with a picture whose prompt is that picture instead of a text phrasing "
         "(needs a trained visual tower; default 0.3)",
     )
@@ -199,7 +200,7 @@ def register(commands, train_commands) -> None:
     add_shard_writer_arguments(f)
     f.add_argument("--codec", default="", help="codec folder (default: the bundle's codec); must be the training run's codec")
     f.add_argument(
-        "--reverb-p", type=_probability, default=None,
+        "--reverb-p", type=probability, default=None,
         help="probability that a source gets a synthetic room (default: the data engine's AugmentConfig, 0.4)",
     )
     f.add_argument(

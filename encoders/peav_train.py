@@ -74,6 +74,7 @@ class EncoderTrainConfig:
     hard_negative_pool: int = 3
     latent_noise: float = 0.1
     image_shift: int = 6
+    image_background: float = 0.0  # share of training pictures whose solid background is repainted a random colour
     weight_audio_text: float = 1.0
     weight_audio_category: float = 1.0
     weight_visual_text: float = 0.5
@@ -390,8 +391,29 @@ def crop_latents(latents: list[Tensor], frames: int, rng, noise: float) -> Tenso
     return out
 
 
-def augment_images(images: Tensor, shift: int, rng) -> Tensor:
-    """Random translation (white fill) and horizontal flip of ``(B, 3, S, S)`` images."""
+def repaint_background(images: Tensor, rng, share: float, tolerance: float = 0.25) -> Tensor:
+    """Repaint the solid background of a ``share`` of ``(B, 3, S, S)`` images (values in [-1, 1]) a random colour.
+
+    The background is every pixel within ``tolerance`` (summed over channels) of the top-left corner's colour, as
+    in the data engine's emoji (a flat tint) and stamps (white). A tower that keyed on that tint has to read the
+    drawing instead."""
+    if share <= 0:
+        return images
+    out = images.clone()
+    for i in range(images.shape[0]):
+        if rng.random() >= share:
+            continue
+        corner = images[i, :, :1, :1]
+        background = (images[i] - corner).abs().sum(0) < tolerance
+        colour = torch.as_tensor(rng.uniform(-1.0, 1.0, size=3), dtype=images.dtype)
+        out[i] = torch.where(background, colour[:, None, None], images[i])
+    return out
+
+
+def augment_images(images: Tensor, shift: int, rng, background: float = 0.0) -> Tensor:
+    """Random translation (white fill) and horizontal flip of ``(B, 3, S, S)`` images, after repainting the
+    background of a ``background`` share of them (:func:`repaint_background`)."""
+    images = repaint_background(images, rng, background)
     if shift <= 0:
         return images
     size = images.shape[-1]
@@ -589,7 +611,7 @@ def training_step(
     rows = [k for k, image in enumerate(image_ids) if image >= 0]
     if rows:
         images = torch.stack([cache.images[image_ids[k]].float() for k in rows])
-        frames = augment_images(images, cfg.image_shift, rng).unsqueeze(1).to(device)
+        frames = augment_images(images, cfg.image_shift, rng, cfg.image_background).unsqueeze(1).to(device)
         video_pool, video = forward_video(encoder, frames)  # no graph when train_encoders froze the tower
         index = torch.tensor(rows, device=device)
         same_v = same[index][:, index]

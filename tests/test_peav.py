@@ -465,3 +465,26 @@ def test_benchmark_picture_zero_shot_counts_hits_per_group():
     result = accuracy_by_group(embeds, [0, 1, 1, 2], classes, ["animals", "animals", "music"])
     assert result == pytest.approx({"all": 0.75, "animals": 2 / 3, "music": 1.0})
     assert category_group("dog") == "animals" and category_group("not a category") == "other"
+
+
+def test_repaint_background_changes_only_the_flat_tint():
+    """`train encoders --image-background`: the pixels of the corner's colour get one random colour, the drawing
+    keeps its pixels; share 0 leaves every picture as it is, share 1 repaints every one."""
+    import numpy as np
+
+    from encoders.peav_train import augment_images, repaint_background
+
+    images = torch.full((2, 3, 8, 8), 0.6)  # a pink-ish tint
+    images[:, :, 2:6, 2:6] = -0.8  # the drawing
+    drawing = torch.zeros(8, 8, dtype=torch.bool)
+    drawing[2:6, 2:6] = True
+    assert torch.equal(repaint_background(images, np.random.default_rng(0), 0.0), images)
+    out = repaint_background(images, np.random.default_rng(0), 1.0)
+    for i in range(2):
+        assert torch.equal(out[i][:, drawing], images[i][:, drawing])
+        background = out[i][:, ~drawing]
+        assert torch.equal(background, background[:, :1].expand_as(background))  # one colour
+        assert not torch.allclose(background[:, 0], images[i, :, 0, 0])  # and a new one
+    assert not torch.equal(out[0, :, 0, 0], out[1, :, 0, 0])  # drawn per picture
+    shifted = augment_images(images, 0, np.random.default_rng(0), background=1.0)
+    torch.testing.assert_close(shifted, out)  # no shift: the repaint alone
