@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from encoders.files import publish
+from encoders.files import staged
 
 
 def mask_settings() -> tuple[int, int, float]:
@@ -143,11 +141,9 @@ def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically (NaN/Inf become ``null``, numpy scalars plain numbers)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
+    with staged(path) as tmp, open(tmp, "w") as handle:
         json.dump(_jsonable(data), handle, indent=2, allow_nan=False)
         handle.write("\n")
-    publish(tmp, path)  # mkstemp creates 0600; the result gets the umask's mode
     return path
 
 

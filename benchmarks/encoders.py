@@ -108,35 +108,39 @@ def heldout(category: str) -> list[str]:
         return []
 
 
-def phrasings(category: str) -> list[str]:
-    """The category's name and training phrasings (just the name outside the vocabulary)."""
+def _vocabulary_entry(category: str):
+    """The data engine's vocabulary entry of ``category``; None outside the vocabulary (or without the data engine)."""
     try:
         from dataengine.vocabulary import category as lookup
 
-        return list(lookup(category).phrasings)
+        return lookup(category)
     except (ImportError, KeyError):
-        return [category]
+        return None
+
+
+def phrasings(category: str) -> list[str]:
+    """The category's name and training phrasings (just the name outside the vocabulary)."""
+    entry = _vocabulary_entry(category)
+    return list(entry.phrasings) if entry else [category]
+
+
+def category_group(category: str) -> str:
+    """The vocabulary group of a category (``"other"`` outside the vocabulary)."""
+    entry = _vocabulary_entry(category)
+    return entry.group if entry else "other"
 
 
 def accuracy_by_group(embeds: torch.Tensor, labels: list[int], class_text: torch.Tensor, groups: list[str]) -> dict[str, float]:
     """Zero-shot accuracy of ``embeds`` ``(M, E)`` against ``class_text`` ``(C, E)`` per group of the items'
     classes (``groups[c]`` names class ``c``'s group), plus ``"all"``."""
-    hits = ((embeds @ class_text.T).argmax(1) == torch.tensor(labels)).float()
-    out = {"all": float(hits.mean())}
+    from encoders.peav_train import zero_shot_accuracy
+
+    labels_t = torch.tensor(labels)
+    out = {"all": zero_shot_accuracy(embeds, labels_t, class_text)}
     for group in sorted({groups[c] for c in labels}):
         mine = torch.tensor([groups[c] == group for c in labels])
-        out[group] = float(hits[mine].mean())
+        out[group] = zero_shot_accuracy(embeds[mine], labels_t[mine], class_text)
     return out
-
-
-def category_group(category: str) -> str:
-    """The vocabulary group of a category (``"other"`` outside the vocabulary)."""
-    try:
-        from dataengine.vocabulary import category as lookup
-
-        return lookup(category).group
-    except (ImportError, KeyError):
-        return "other"
 
 
 def class_embeddings(encoder, prompts_per_class: list[list[str]]) -> torch.Tensor:
@@ -185,6 +189,7 @@ def evaluate(encoder, items: list[dict], latents: list[torch.Tensor], categories
         result = retrieval_metrics(encoder.embed_text(heard), torch.tensor(held_labels), audio, labels)
         metrics.update({"heldout_anchored_text_r1": result["r1"], "heldout_anchored_text_r5": result["r5"]})
 
+    class_names = encoder.embed_text(categories)  # one prompt per category: picture and audio zero-shot
     images = {}
     for item in items:
         if item.get("image") and item["image"] not in images:
@@ -192,15 +197,14 @@ def evaluate(encoder, items: list[dict], latents: list[torch.Tensor], categories
     if images:
         paths = list(images)
         image_embeds = torch.cat([encoder.embed_image(paths[i : i + 32]) for i in range(0, len(paths), 32)])
-        result = retrieval_metrics(image_embeds, torch.tensor([images[p] for p in paths]), audio, labels)
+        picture_labels = [images[p] for p in paths]
+        result = retrieval_metrics(image_embeds, torch.tensor(picture_labels), audio, labels)
         metrics.update({"image_r1": result["r1"], "image_r5": result["r5"], "images": len(paths)})
-        by_group = accuracy_by_group(
-            image_embeds, [images[p] for p in paths], encoder.embed_text(categories), [category_group(c) for c in categories]
-        )
+        by_group = accuracy_by_group(image_embeds, picture_labels, class_names, [category_group(c) for c in categories])
         metrics["image_zero_shot_acc"] = by_group.pop("all")
         metrics["image_zero_shot_by_group"] = by_group
 
-    metrics["zero_shot_acc"] = zero_shot_accuracy(audio, labels, encoder.embed_text(categories))
+    metrics["zero_shot_acc"] = zero_shot_accuracy(audio, labels, class_names)
     held = class_embeddings(encoder, [heldout(name) or [name] for name in categories])
     metrics["zero_shot_acc_heldout"] = zero_shot_accuracy(audio, labels, held)
     ensemble = class_embeddings(encoder, [phrasings(name) for name in categories])

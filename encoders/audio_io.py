@@ -9,7 +9,6 @@ Resampling uses ``torchaudio.functional.resample``. Every failure a user can cau
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 import torchaudio
 
 from encoders.errors import AudioError
-from encoders.files import publish
+from encoders.files import staged
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000
@@ -168,13 +167,6 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_r
         array = array[None]
     _check_samples(path, array)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        subtype = "FLOAT" if fmt == "WAV" else None
-        sf.write(tmp, array.T, sample_rate, format=fmt, subtype=subtype)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged(path) as tmp:
+        sf.write(tmp, array.T, sample_rate, format=fmt, subtype="FLOAT" if fmt == "WAV" else None)
     return path

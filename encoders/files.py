@@ -9,6 +9,9 @@ and :func:`save_tensors` give them the mode an ordinary ``open(path, "w")`` woul
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -23,10 +26,31 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
+def temp_beside(path: str | os.PathLike) -> str:
+    """A new empty hidden file in ``path``'s folder (``.<stem>.XXXX<suffix>``), to be written and then published."""
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    return temp
+
+
 def publish(temp: str | os.PathLike, path: str | os.PathLike) -> None:
     """Give the finished temporary file ``temp`` the umask's mode and rename it to ``path`` (atomic)."""
     os.chmod(temp, FILE_MODE)
     os.replace(temp, path)
+
+
+@contextmanager
+def staged(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``path`` to write; on success it is published to ``path``, on any error it is
+    removed, so ``path`` is either the old file or the complete new one."""
+    temp = temp_beside(path)
+    try:
+        yield temp
+        publish(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def save_tensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:

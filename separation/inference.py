@@ -23,7 +23,7 @@ from einops import rearrange
 from encoders.anchors import Anchor, PromptAnchors
 from encoders.audio_io import load_audio, resample
 from encoders.errors import PromptError, WeightsError
-from encoders.files import publish
+from encoders.files import publish, temp_beside
 from separation.masking import carry_masks, floor_masks, istft, prompt_masks, share_masks, stft
 from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorModel
 from separation.objectives import Conditioning, predict_sources
@@ -586,8 +586,6 @@ class Separator:
         Files soundfile can read are streamed a block at a time; other inputs (video soundtracks)
         are decoded whole first. Outputs appear only when complete (temporary files, then rename).
         """
-        import os
-        import tempfile
 
         import soundfile as sf
 
@@ -608,11 +606,7 @@ class Separator:
         conditions = self.condition(prompts)
         names = output_names(prompts)
         folder.mkdir(parents=True, exist_ok=True)
-        temps = []
-        for name in names:
-            handle, temp = tempfile.mkstemp(prefix=f".{Path(name).stem}.", suffix=".wav", dir=folder)
-            os.close(handle)
-            temps.append(temp)
+        temps = [temp_beside(folder / name) for name in names]
         block_start, block = 0, torch.zeros(channels, 0)
 
         def read(start: int, end: int) -> torch.Tensor:
