@@ -86,10 +86,17 @@ def register(commands, train_commands) -> None:
         "join the audio-text terms as extra training audio",
     )
     t.add_argument("--extra-limit", type=int, default=0, help="read at most this many extra items (0: all)")
-    t.add_argument(
+    frozen = t.add_mutually_exclusive_group()
+    frozen.add_argument(
         "--freeze-visual",
         action="store_true",
         help="keep the visual tower as it is (the shipped separator reads its picture embeddings)",
+    )
+    frozen.add_argument(
+        "--freeze-audio",
+        action="store_true",
+        help="train the visual tower alone: the audio tower, the audio-visual fusion and the pair heads stay as "
+        "they are, so the text and audio spaces the shipped separator and judge read do not move",
     )
     t.add_argument(
         "--image-background",
@@ -230,6 +237,8 @@ def run_train(args) -> int:
 
     if args.resume:  # before the codec and the extra audio (gigabytes of shards) are read
         require_checkpoint(Path(args.out) / CHECKPOINT_NAME)
+    if args.freeze_audio and args.extra_audio is not None:
+        raise PromptsepError("--extra-audio trains the audio tower, which --freeze-audio keeps as it is")
     codec = Codec.from_pretrained(args.codec) if args.codec is not None else load_default_codec()
     cfg = EncoderTrainConfig(
         data=str(args.data),
@@ -243,6 +252,7 @@ def run_train(args) -> int:
         device=args.device,
         max_clips_per_category=args.clips_per_category,
         train_visual=not args.freeze_visual,
+        train_audio=not args.freeze_audio,
         image_background=args.image_background,
         init=args.init,
     )

@@ -187,6 +187,11 @@ def register(commands, train_commands) -> None:
         help="mask refiner folder (promptsep train refiner): the waveform loss scores its refined mask, so the "
         "separator learns to feed it; the refiner stays frozen (default: the plain ratio mask)",
     )
+    t.add_argument(
+        "--peav", default="",
+        help="PE-AV folder whose text and picture embeddings condition the separator (e.g. a 'train encoders' "
+        "OUT/bundle; ship the separator with those towers); default: the bundle's peav",
+    )
     t.add_argument("--device", default="cpu")
     t.add_argument("--resume", action="store_true", help="continue OUT/checkpoint (its step count, optimizer and schedule)")
     t.set_defaults(func=run_train)
@@ -427,7 +432,7 @@ def run_train(args) -> int:
         latent_weight=args.latent_weight, pool_feed=args.pool_feed, feed_every=args.feed_every,
         wave_items=args.wave_items, wave_frames=args.wave_frames, warmup=args.warmup, init=args.init,
         decoder_lr=args.decoder_lr, ema=args.ema, refiner=args.refiner, prompt_noise=args.prompt_noise,
-        visual_prob=args.visual_prob,
+        visual_prob=args.visual_prob, peav=args.peav,
     )
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")

@@ -84,6 +84,7 @@ class EncoderTrainConfig:
     weight_plus_text: float = 0.25
     extra_batch: int = 16  # rows of extra audio (``extra`` of train_encoders) added to each audio-text batch
     train_visual: bool = True  # False: the visual tower stays as it is (the shipped separator reads its embeddings)
+    train_audio: bool = True  # False: only the visual tower trains (audio tower, fusion and pair heads stay as they are)
     init: str = ""  # start from this saved PE-AV folder (e.g. a bundle's peav): its weights, a fresh optimizer and schedule
     eval_every: int = 250
     save_every: int = 250
@@ -571,7 +572,9 @@ def training_step(
 
     ``extra``: up to ``cfg.extra_batch`` of its items join the audio-text and audio-category terms.
     With ``cfg.train_visual`` off the visual tower's own terms (visual-text, visual-category) are
-    skipped; :func:`train_encoders` has frozen its weights.
+    skipped; :func:`train_encoders` has frozen its weights. With ``cfg.train_audio`` off only the
+    terms that reach the visual tower directly remain (visual-text, visual-category, audio-visual
+    against the fixed audio embeddings); the audio side runs without a graph.
 
     ``text`` maps a space (``audio``, ``video``, ``audio_video``) to the embeddings ``(M, E)`` of
     every cached text, ``raw`` to their pooled features ``(M, H)`` and ``audio_classes`` /
@@ -586,14 +589,15 @@ def training_step(
     seconds = cfg.min_crop_seconds + (cfg.max_crop_seconds - cfg.min_crop_seconds) * float(rng.random())
     frames_count = max(1, round(seconds * frame_rate))
     latents = crop_latents([cache.latents[i] for i in clips], frames_count, rng, cfg.latent_noise).to(device)
-    audio_pool, audio = forward_audio(encoder, latents)
+    with torch.set_grad_enabled(cfg.train_audio and torch.is_grad_enabled()):
+        audio_pool, audio = forward_audio(encoder, latents)
 
     category = cache.clip_category[clips].to(device)
     same = (category[:, None] == category[None, :]).float()
     caption = torch.tensor([cache.clip_captions[i][int(rng.integers(len(cache.clip_captions[i])))] for i in clips])
     caption = caption.to(device)
     all_audio, all_category, all_caption = audio, category, caption
-    if extra and cfg.extra_batch > 0:
+    if extra and cfg.extra_batch > 0 and cfg.train_audio:
         extra_latents, extra_category, extra_caption = extra.sample(sampler.categories(cfg.extra_batch), rng)
         if extra_latents:
             _, extra_audio = forward_audio(encoder, crop_latents(extra_latents, frames_count, rng, cfg.latent_noise).to(device))
@@ -602,10 +606,10 @@ def training_step(
             all_caption = torch.cat([caption, torch.tensor(extra_caption, device=device)])
     all_same = (all_category[:, None] == all_category[None, :]).float()
     scale_at, bias_at = audio_model.text_audio_logit_scale, audio_model.text_audio_logit_bias
-    losses = {
-        "audio_text": sigmoid_contrastive_loss(all_audio, text["audio"][all_caption], all_same, scale_at, bias_at),
-        "audio_category": F.cross_entropy(all_audio @ text["audio_classes"].T * cfg.category_scale, all_category),
-    }
+    losses = {}
+    if cfg.train_audio:
+        losses["audio_text"] = sigmoid_contrastive_loss(all_audio, text["audio"][all_caption], all_same, scale_at, bias_at)
+        losses["audio_category"] = F.cross_entropy(all_audio @ text["audio_classes"].T * cfg.category_scale, all_category)
 
     image_ids = [sampler.image_for(i) for i in clips]
     rows = [k for k, image in enumerate(image_ids) if image >= 0]
@@ -626,6 +630,7 @@ def training_step(
         losses["audio_visual"] = sigmoid_contrastive_loss(
             audio[index], video, same_v, model.audio_video_logit_scale, model.audio_video_logit_bias
         )
+    if rows and cfg.train_audio:
         audio_plus_text = F.normalize(
             model.audio_plus_text_head(torch.cat([audio_pool[index], text["raw"][caption[index]]], -1)), dim=-1
         )
@@ -640,7 +645,7 @@ def training_step(
                 video_plus_text, audio[index].detach(), same_v, model.video_plus_text_logit_scale, model.video_plus_text_logit_bias
             )
         )
-    if rows and fuse:
+    if rows and fuse and cfg.train_audio:
         fused = index[: cfg.fusion_rows]
         audio_video = forward_audio_video(encoder, latents[fused], frames[: len(fused)])
         av_caption = torch.tensor(
@@ -697,6 +702,10 @@ def train_encoders(
     Returns:
         The bundle folder.
     """
+    if not (cfg.train_audio or cfg.train_visual):
+        raise PromptsepError("nothing to train: the audio and the visual towers are both frozen")
+    if extra and not cfg.train_audio:
+        raise PromptsepError("extra audio trains the audio tower, which is frozen (train_audio off)")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -728,6 +737,8 @@ def train_encoders(
         cache.fingerprint = fingerprint
         cache.save(cache_file)
 
+    if not cfg.train_audio and cache.images.shape[0] == 0:
+        raise PromptsepError(f"only the visual tower would train, but the clips under {data_dir} have no pictures")
     rng = np.random.default_rng(cfg.seed)
     step, minutes_before = 0, 0.0
     encoder.to(device).train()
@@ -755,6 +766,11 @@ def train_encoders(
     if not cfg.train_visual:  # after the optimizer is built, so its groups still match a checkpoint's
         for parameter in encoder.model.video_model.parameters():
             parameter.requires_grad_(False)
+    if not cfg.train_audio:  # the visual tower alone (shared encoder weights are frozen from their other owners too)
+        visual = {id(p) for p in encoder.model.video_model.parameters()}
+        for parameter in encoder.model.parameters():
+            if id(parameter) not in visual:
+                parameter.requires_grad_(False)
 
     with torch.no_grad():
         raw = cache.text_features.to(device)

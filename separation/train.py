@@ -84,6 +84,9 @@ class TrainConfig:
     # a mask refiner folder (``promptsep train refiner``): the waveform loss scores its refined mask instead of
     # the plain ratio mask, so the separator learns to feed the refiner; the refiner stays frozen
     refiner: str = ""
+    # a saved PE-AV folder (``promptsep train encoders``' OUT/bundle) whose embeddings condition the separator;
+    # default: the bundle's towers. A separator trained on one visual tower reads pictures only through it
+    peav: str = ""
 
 
 @dataclass
@@ -475,7 +478,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a separator; writes ``cfg.out/checkpoint`` and ``cfg.out/final``."""
     from dataengine.mixing import MixtureSampler
     from encoders.codec import Codec, load_default_codec
-    from encoders.peav import load_default_prompt_encoder
+    from encoders.peav import PromptEncoder, load_default_prompt_encoder
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -507,7 +510,7 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         from separation.refiner import MaskRefiner
 
         refiner = MaskRefiner.from_pretrained(cfg.refiner).to(device).eval().requires_grad_(False)
-    prompt_encoder = load_default_prompt_encoder(codec=codec)
+    prompt_encoder = PromptEncoder.from_pretrained(cfg.peav, codec=codec) if cfg.peav else load_default_prompt_encoder(codec=codec)
     cache = PromptCache(prompt_encoder)
     cache.warm_vocabulary()
     np_rng = np.random.default_rng(cfg.seed)

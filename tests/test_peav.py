@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from encoders.codec import Codec, CodecConfig
-from encoders.errors import PromptError, WeightsError
+from encoders.errors import PromptError, PromptsepError, WeightsError
 from encoders.peav import PromptEncoder, TowerSizes, load_prompt_encoder, rank, repair_vision_labels
 from encoders.prompts import (
     VisualPreprocessing,
@@ -376,6 +376,32 @@ def test_frozen_visual_fine_tune_with_extra_audio_moves_only_the_audio_side(code
     assert all(torch.equal(v, copied.trainable_state_dict()[k]) for k, v in new.items())
     with pytest.raises(WeightsError, match="missing"):
         train_encoders(replace(started, init=str(tmp_path / "no_bundle")), clips=clips, codec=codec)
+
+
+def test_freeze_audio_trains_the_visual_tower_alone(codec, tmp_path):
+    """`train encoders --freeze-audio`: every stored weight outside the visual tower (audio tower, fusion, pair
+    heads and their logit scales) is bit-identical after training; the visual tower moves; text embeddings too."""
+    from encoders.peav_train import EncoderTrainConfig, train_encoders
+
+    clips = _fake_library(tmp_path)
+    cfg = EncoderTrainConfig(data=str(tmp_path), out=str(tmp_path / "base"), steps=1, batch_size=4, fusion_rows=2,
+                             eval_every=100, save_every=100, warmup_steps=1, threads=1)
+    base = train_encoders(cfg, clips=clips, codec=codec)
+    visual_only = replace(cfg, out=str(tmp_path / "visual"), init=str(base), steps=3, train_audio=False, lr=1e-2)
+    before = PromptEncoder.from_pretrained(base, codec=codec)
+    after = PromptEncoder.from_pretrained(train_encoders(visual_only, clips=clips, codec=codec), codec=codec)
+    old, new = before.trainable_state_dict(), after.trainable_state_dict()
+    visual = [k for k in old if k.startswith("video_model.")]
+    others = [k for k in old if not k.startswith("video_model.")]
+    assert visual and len(others) > 20
+    assert [k for k in others if not torch.equal(old[k], new[k])] == []
+    assert any(not torch.equal(old[k], new[k]) for k in visual)
+    assert torch.equal(before.embed_text(["a dog barks"]), after.embed_text(["a dog barks"]))
+
+    with pytest.raises(PromptsepError, match="both frozen"):
+        train_encoders(replace(visual_only, train_visual=False), clips=clips, codec=codec)
+    with pytest.raises(PromptsepError, match="frozen"):
+        train_encoders(visual_only, clips=clips, codec=codec, extra=[(torch.zeros(codec.latent_dim, 4), "dog")])
 
 
 # --------------------------------------------------------------------------------------------- retrieval

@@ -516,6 +516,9 @@ def test_train_separator_starts_from_a_saved_separator_with_init(tmp_path):
     assert json.loads((second / "config.json").read_text())["dropout"] == 0.1  # --dropout reaches an --init model
     with pytest.raises(WeightsError, match="cannot start a flow run"):
         train_separator(TrainConfig(out=str(tmp_path / "c"), steps=1, objective="flow", init=str(first), **base))
+    # --peav: the named towers condition the run (a missing folder is an error, not a silent fall-back)
+    with pytest.raises(WeightsError, match="missing"):
+        train_separator(TrainConfig(out=str(tmp_path / "c"), steps=1, init=str(first), peav=str(tmp_path / "no_peav"), **base))
     # --decoder-lr: the decoder trains with the separator and is written to OUT/codec; the encoder does not move
     from encoders.codec import load_default_codec
 
