@@ -558,6 +558,29 @@ def _lr_factor(step: int, cfg: EncoderTrainConfig, minutes: float = 0.0) -> floa
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _audio_text_losses(
+    encoder: PromptEncoder, audio: Tensor, category: Tensor, caption: Tensor, frames_count: int,
+    sampler: BatchSampler, cfg: EncoderTrainConfig, text: dict[str, Tensor], rng, extra: ExtraAudio | None,
+) -> dict[str, Tensor]:
+    """The audio-text and audio-category terms of :func:`training_step` on the batch's audio embeddings
+    ``(B, E)`` plus up to ``cfg.extra_batch`` items of ``extra``."""
+    device = audio.device
+    if extra and cfg.extra_batch > 0:
+        extra_latents, extra_category, extra_caption = extra.sample(sampler.categories(cfg.extra_batch), rng)
+        if extra_latents:
+            _, extra_audio = forward_audio(encoder, crop_latents(extra_latents, frames_count, rng, cfg.latent_noise).to(device))
+            audio = torch.cat([audio, extra_audio])
+            category = torch.cat([category, torch.tensor(extra_category, device=device)])
+            caption = torch.cat([caption, torch.tensor(extra_caption, device=device)])
+    same = (category[:, None] == category[None, :]).float()
+    audio_model = encoder.model.audio_model
+    scale, bias = audio_model.text_audio_logit_scale, audio_model.text_audio_logit_bias
+    return {
+        "audio_text": sigmoid_contrastive_loss(audio, text["audio"][caption], same, scale, bias),
+        "audio_category": F.cross_entropy(audio @ text["audio_classes"].T * cfg.category_scale, category),
+    }
+
+
 def training_step(
     encoder: PromptEncoder,
     cache: FeatureCache,
@@ -583,7 +606,7 @@ def training_step(
     """
     device = encoder.device
     model = encoder.model
-    audio_model, video_model = model.audio_model, model.video_model
+    video_model = model.video_model
     clips = sampler.clips(cfg.batch_size)
     frame_rate = encoder.sample_rate / encoder.hop_length
     seconds = cfg.min_crop_seconds + (cfg.max_crop_seconds - cfg.min_crop_seconds) * float(rng.random())
@@ -596,20 +619,9 @@ def training_step(
     same = (category[:, None] == category[None, :]).float()
     caption = torch.tensor([cache.clip_captions[i][int(rng.integers(len(cache.clip_captions[i])))] for i in clips])
     caption = caption.to(device)
-    all_audio, all_category, all_caption = audio, category, caption
-    if extra and cfg.extra_batch > 0 and cfg.train_audio:
-        extra_latents, extra_category, extra_caption = extra.sample(sampler.categories(cfg.extra_batch), rng)
-        if extra_latents:
-            _, extra_audio = forward_audio(encoder, crop_latents(extra_latents, frames_count, rng, cfg.latent_noise).to(device))
-            all_audio = torch.cat([audio, extra_audio])
-            all_category = torch.cat([category, torch.tensor(extra_category, device=device)])
-            all_caption = torch.cat([caption, torch.tensor(extra_caption, device=device)])
-    all_same = (all_category[:, None] == all_category[None, :]).float()
-    scale_at, bias_at = audio_model.text_audio_logit_scale, audio_model.text_audio_logit_bias
     losses = {}
     if cfg.train_audio:
-        losses["audio_text"] = sigmoid_contrastive_loss(all_audio, text["audio"][all_caption], all_same, scale_at, bias_at)
-        losses["audio_category"] = F.cross_entropy(all_audio @ text["audio_classes"].T * cfg.category_scale, all_category)
+        losses.update(_audio_text_losses(encoder, audio, category, caption, frames_count, sampler, cfg, text, rng, extra))
 
     image_ids = [sampler.image_for(i) for i in clips]
     rows = [k for k, image in enumerate(image_ids) if image >= 0]
