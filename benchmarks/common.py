@@ -83,16 +83,32 @@ def summarize(values: Iterable[float]) -> dict[str, float | int | None]:
     return {"median": float(np.median(finite)), "mean": float(np.mean(finite)), "n": len(finite)}
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Mean of ``a - b`` over paired items, its 95 % bootstrap interval and how often ``a`` wins."""
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0, clusters: Sequence | None = None
+) -> dict[str, float]:
+    """Mean of ``a - b`` over paired items, its 95 % bootstrap interval and how often ``a`` wins.
+
+    ``clusters``: one label per item (e.g. the picture that prompted it). The bootstrap then draws whole clusters
+    with replacement, so items that share a label, and so fail or succeed together, count as one draw; the
+    interval widens accordingly. ``None``: every item is its own cluster."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    diff = diff[np.isfinite(diff)]
+    labels = np.arange(len(diff)) if clusters is None else np.asarray([str(c) for c in clusters])
+    if len(labels) != len(diff):
+        raise ValueError(f"{len(labels)} cluster labels for {len(diff)} items")
+    finite = np.isfinite(diff)
+    diff, labels = diff[finite], labels[finite]
     if not len(diff):
         return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "wins": float("nan"), "n": 0}
+    _, member = np.unique(labels, return_inverse=True)
+    sums, counts = np.bincount(member, weights=diff), np.bincount(member).astype(float)
     rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
+    draws = rng.integers(0, len(sums), (resamples, len(sums)))
+    means = sums[draws].sum(1) / counts[draws].sum(1)  # the item mean of each resampled set of clusters
     low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "wins": float((diff > 0).mean()), "n": len(diff)}
+    return {
+        "mean": float(diff.mean()), "low": float(low), "high": float(high), "wins": float((diff > 0).mean()),
+        "n": len(diff), "clusters": len(sums),
+    }
 
 
 def format_cell(value: Any, digits: int = 2) -> str:
