@@ -680,7 +680,7 @@ def training_step(
         "audio_visual": cfg.weight_audio_visual,
         "plus_text": cfg.weight_plus_text,
     }
-    losses["total"] = sum(weights[k] * v for k, v in losses.items())
+    losses["total"] = sum((weights[k] * v for k, v in losses.items()), torch.zeros((), device=device))
     return losses
 
 
@@ -778,7 +778,7 @@ def train_encoders(
     if not cfg.train_visual:  # after the optimizer is built, so its groups still match a checkpoint's
         for parameter in encoder.model.video_model.parameters():
             parameter.requires_grad_(False)
-    if not cfg.train_audio:  # the visual tower alone (shared encoder weights are frozen from their other owners too)
+    if not cfg.train_audio:  # the visual tower alone (weights the fusion shares with it train with it)
         visual = {id(p) for p in encoder.model.video_model.parameters()}
         for parameter in encoder.model.parameters():
             if id(parameter) not in visual:
@@ -809,9 +809,10 @@ def train_encoders(
             encoder, cache, sampler, cfg, text, rng, fuse=step % cfg.fusion_every == 0, extra=extra_audio
         )
         optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
-        optimizer.step()
+        if losses["total"].requires_grad:  # a visual-only run has nothing to learn from a batch without pictures
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
+            optimizer.step()
         step += 1
         bar.update(1)
         bar.set_postfix({k: f"{v.item():.2f}" for k, v in losses.items() if k in ("total", "audio_text", "visual_category")})
