@@ -83,6 +83,15 @@ def summarize(values: Iterable[float]) -> dict[str, float | int | None]:
     return {"median": float(np.median(finite)), "mean": float(np.mean(finite)), "n": len(finite)}
 
 
+def si_sdri_by_system(items: Iterable[dict]) -> dict[str, dict[str, float]]:
+    """``{system: {item id: SI-SDRi}}`` of a separation benchmark's per-item records (unscored items left out)."""
+    out: dict[str, dict[str, float]] = {}
+    for item in items:
+        if item.get("si_sdri") is not None:
+            out.setdefault(item["system"], {})[item["id"]] = float(item["si_sdri"])
+    return out
+
+
 def paired_difference(
     a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0, clusters: Sequence | None = None
 ) -> dict[str, float]:

@@ -18,16 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import markdown_table, paired_difference, read_manifest, write_json
-
-
-def scores(result: dict) -> dict[str, dict[str, float]]:
-    """``{system: {item id: SI-SDRi}}`` of one benchmark result."""
-    out: dict[str, dict[str, float]] = defaultdict(dict)
-    for item in result["items"]:
-        if item.get("si_sdri") is not None:
-            out[item["system"]][item["id"]] = float(item["si_sdri"])
-    return out
+from benchmarks.common import markdown_table, paired_difference, read_manifest, si_sdri_by_system, write_json
 
 
 def picture_source(path: str | None) -> str | None:
@@ -43,7 +34,7 @@ def compare(base: dict, cand: dict, rows: dict[str, dict], resamples: int = 4000
         base, cand: ``benchmarks.separation`` JSON results.
         rows: manifest lines by id (their ``image`` names each picture prompt).
     """
-    a, b = scores(base), scores(cand)
+    a, b = si_sdri_by_system(base["items"]), si_sdri_by_system(cand["items"])
     records = []
     for system in sorted(set(a) & set(b)):
         ids = sorted(set(a[system]) & set(b[system]))

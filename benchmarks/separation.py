@@ -45,6 +45,7 @@ from benchmarks.common import (
     peak_rss_mb,
     read_manifest,
     run_json_subprocess,
+    si_sdri_by_system,
     summarize,
     write_json,
 )
@@ -405,9 +406,7 @@ def speed_table(results: list[dict]) -> str:
 # ------------------------------------------------------------------------------------ main
 def paired_tables(records: list[dict]) -> dict:
     """For each ``X`` scored beside ``X_unrefined``: the paired SI-SDRi difference (mask refiner on - off), printed."""
-    by_system: dict[str, dict] = defaultdict(dict)
-    for r in records:
-        by_system[r["system"]][r["id"]] = r["si_sdri"]
+    by_system = si_sdri_by_system(records)
     out = {}
     for name in sorted(by_system):
         other = by_system.get(f"{name}_unrefined")

@@ -2,7 +2,7 @@
 
 Outputs are written to a temporary file first and renamed into place, so a failure never leaves a half-written
 file. ``tempfile.mkstemp`` and safetensors both create files readable by their owner only (0600); :func:`publish`
-and :func:`save_tensors` give them the mode an ordinary ``open(path, "w")`` would (0644 under the usual umask
+(and so :func:`staged` and :func:`save_tensors`) gives them the mode an ordinary ``open(path, "w")`` would (0644 under the usual umask
 022), so a web server, a colleague or a second account can read what a separation wrote.
 """
 
@@ -54,7 +54,7 @@ def staged(path: str | os.PathLike) -> Iterator[str]:
 
 
 def save_tensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
-    """``safetensors.torch.save_file`` with the umask's file mode instead of safetensors' 0600."""
-    save_file(tensors, str(path), metadata=metadata)
-    os.chmod(path, FILE_MODE)
+    """``safetensors.torch.save_file``, :func:`staged` (the umask's file mode instead of safetensors' 0600)."""
+    with staged(path) as temp:
+        save_file(tensors, temp, metadata=metadata)
     return Path(path)

@@ -775,14 +775,12 @@ def train_encoders(
         rng.bit_generator.state = meta["numpy_rng"]
     elif not cfg.init:  # a bundle from --init brings its own input standardisation
         standardize_input_projection(encoder, [cache.latents[i] for i, s in enumerate(cache.clip_splits) if s == "train"])
-    if not cfg.train_visual:  # after the optimizer is built, so its groups still match a checkpoint's
-        for parameter in encoder.model.video_model.parameters():
+    # Frozen after the optimizer is built, so its groups still match a checkpoint's. The visual tower's weights
+    # follow train_visual, every other weight train_audio (weights the fusion shares with the tower follow the tower).
+    visual = {id(p) for p in encoder.model.video_model.parameters()}
+    for parameter in encoder.model.parameters():
+        if not (cfg.train_visual if id(parameter) in visual else cfg.train_audio):
             parameter.requires_grad_(False)
-    if not cfg.train_audio:  # the visual tower alone (weights the fusion shares with it train with it)
-        visual = {id(p) for p in encoder.model.video_model.parameters()}
-        for parameter in encoder.model.parameters():
-            if id(parameter) not in visual:
-                parameter.requires_grad_(False)
 
     with torch.no_grad():
         raw = cache.text_features.to(device)
