@@ -106,6 +106,14 @@ def register(commands, train_commands) -> None:
         help="repaint the solid background of this share of training pictures a random colour, so the visual tower "
         "reads the drawing, not its tint (0: off, the shipped towers' recipe)",
     )
+    t.add_argument(
+        "--image-style",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="restyle this share of training pictures (colour jitter or greyscale, zoom, blur), so that pictures drawn "
+        "unlike the training ones still read as their subject (0: off, the shipped towers' recipe)",
+    )
     t.set_defaults(func=run_train)
 
 
@@ -254,6 +262,7 @@ def run_train(args) -> int:
         train_visual=not args.freeze_visual,
         train_audio=not args.freeze_audio,
         image_background=args.image_background,
+        image_style=args.image_style,
         init=args.init,
     )
     extra = None

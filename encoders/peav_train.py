@@ -75,6 +75,7 @@ class EncoderTrainConfig:
     latent_noise: float = 0.1
     image_shift: int = 6
     image_background: float = 0.0  # share of training pictures whose solid background is repainted a random colour
+    image_style: float = 0.0  # share of training pictures restyled: colour jitter or greyscale, zoom, blur
     weight_audio_text: float = 1.0
     weight_audio_category: float = 1.0
     weight_visual_text: float = 0.5
@@ -411,10 +412,39 @@ def repaint_background(images: Tensor, rng, share: float, tolerance: float = 0.2
     return out
 
 
-def augment_images(images: Tensor, shift: int, rng, background: float = 0.0) -> Tensor:
+def restyle_images(images: Tensor, rng, share: float) -> Tensor:
+    """Change the drawing style of a ``share`` of ``(B, 3, S, S)`` images (values in [-1, 1]), so that a picture
+    drawn differently from the training ones (a photo, a clip-art stamp, a greyscale scan) still reads as its subject:
+    brightness, contrast, saturation (down to greyscale) and hue jitter, then a zoom into a random crop of 55-100 %
+    of the side and, for some, a light blur. Each restyled picture draws its own settings from ``rng``."""
+    if share <= 0:
+        return images
+    from torchvision.transforms.v2 import functional as TF  # noqa: PLC0415 - training-only dependency
+
+    out = images.clone()
+    size = images.shape[-1]
+    for i in range(images.shape[0]):
+        if rng.random() >= share:
+            continue
+        x = ((images[i] + 1) / 2).clamp(0, 1)
+        x = TF.adjust_brightness(x, float(rng.uniform(0.6, 1.4)))
+        x = TF.adjust_contrast(x, float(rng.uniform(0.6, 1.4)))
+        x = TF.adjust_saturation(x, 0.0 if rng.random() < 0.25 else float(rng.uniform(0.3, 1.7)))
+        x = TF.adjust_hue(x, float(rng.uniform(-0.08, 0.08)))
+        side = int(round(size * rng.uniform(0.55, 1.0)))
+        top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        x = TF.resized_crop(x, top, left, side, side, [size, size], antialias=True)
+        if rng.random() < 0.3:
+            x = TF.gaussian_blur(x, [3, 3], [float(rng.uniform(0.3, 1.2))])
+        out[i] = x.clamp(0, 1) * 2 - 1
+    return out
+
+
+def augment_images(images: Tensor, shift: int, rng, background: float = 0.0, style: float = 0.0) -> Tensor:
     """Random translation (white fill) and horizontal flip of ``(B, 3, S, S)`` images, after repainting the
-    background of a ``background`` share of them (:func:`repaint_background`)."""
-    images = repaint_background(images, rng, background)
+    background of a ``background`` share of them (:func:`repaint_background`) and restyling a ``style`` share
+    (:func:`restyle_images`)."""
+    images = restyle_images(repaint_background(images, rng, background), rng, style)
     if shift <= 0:
         return images
     size = images.shape[-1]
@@ -627,7 +657,7 @@ def training_step(
     rows = [k for k, image in enumerate(image_ids) if image >= 0]
     if rows:
         images = torch.stack([cache.images[image_ids[k]].float() for k in rows])
-        frames = augment_images(images, cfg.image_shift, rng, cfg.image_background).unsqueeze(1).to(device)
+        frames = augment_images(images, cfg.image_shift, rng, cfg.image_background, cfg.image_style).unsqueeze(1).to(device)
         video_pool, video = forward_video(encoder, frames)  # no graph when train_encoders froze the tower
         index = torch.tensor(rows, device=device)
         same_v = same[index][:, index]

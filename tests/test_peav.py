@@ -514,3 +514,24 @@ def test_repaint_background_changes_only_the_flat_tint():
     assert not torch.equal(out[0, :, 0, 0], out[1, :, 0, 0])  # drawn per picture
     shifted = augment_images(images, 0, np.random.default_rng(0), background=1.0)
     torch.testing.assert_close(shifted, out)  # no shift: the repaint alone
+
+
+def test_restyle_images_keeps_the_shape_and_range_and_greys_some_pictures():
+    """`train encoders --image-style`: share 0 leaves every picture as it is; share 1 changes every one, stays in the
+    normalised range, turns some into greyscale (three equal channels) and is reproducible from the seed."""
+    import numpy as np
+
+    from encoders.peav_train import augment_images, restyle_images
+
+    images = torch.rand(40, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert torch.equal(restyle_images(images, np.random.default_rng(0), 0.0), images)
+    out = restyle_images(images, np.random.default_rng(1), 1.0)
+    assert out.shape == images.shape and out.min() >= -1 and out.max() <= 1
+    assert all(not torch.allclose(out[i], images[i]) for i in range(len(images)))
+    grey = [i for i in range(len(images)) if torch.allclose(out[i, 0], out[i, 1], atol=1e-5)]
+    assert 0 < len(grey) < len(images)  # a quarter on average
+    torch.testing.assert_close(restyle_images(images, np.random.default_rng(1), 1.0), out)
+    half = restyle_images(images, np.random.default_rng(2), 0.5)
+    changed = sum(not torch.equal(half[i], images[i]) for i in range(len(images)))
+    assert 10 <= changed <= 30
+    torch.testing.assert_close(augment_images(images, 0, np.random.default_rng(1), style=1.0), out)
