@@ -116,6 +116,36 @@ def register(commands, train_commands) -> None:
     )
     t.set_defaults(func=run_train)
 
+    n = train_commands.add_parser(
+        "namer",
+        help="make a bundle's picture namer from a visual tower",
+        description="Turn the visual tower of a PE-AV folder (e.g. `train encoders --freeze-audio`'s OUT/bundle) into a "
+        "picture namer: a picture prompt it names with confidence is separated as the text prompt of that category. "
+        "The confidence margin (best minus runner-up cosine to the category names) is the smallest at which the "
+        "manifest's pictures it names are right --precision of the time. Copy OUT to a bundle's namer/ folder to use it.",
+    )
+    n.add_argument("--tower", type=Path, required=True, help="PE-AV folder whose visual tower names the pictures")
+    n.add_argument("--manifest", type=Path, default=Path("data/train.jsonl"), help="labelled pictures that set the margin")
+    n.add_argument("--precision", type=probability, default=0.98, help="share of named pictures that must be right")
+    n.add_argument("--bundle", type=Path, default=None, help="bundle the namer serves (its PE-AV text side; default: embedded)")
+    n.add_argument("--out", type=Path, required=True, help="namer folder to write")
+    n.set_defaults(func=run_namer)
+
+
+def run_namer(args) -> int:
+    from encoders.namer import build_namer, manifest_pictures
+    from encoders.peav import load_prompt_encoder
+
+    pictures = manifest_pictures(args.manifest)
+    if not pictures:
+        raise PromptsepError(f"{args.manifest} has no lines with both an image and a category")
+    report = build_namer(args.tower, load_prompt_encoder(args.bundle), pictures, args.precision, args.out)
+    print(
+        f"wrote {args.out}: margin {report['margin']}, names {report['named_share']:.0%} of {report['pictures']} "
+        f"pictures at precision {report['precision']:.3f}"
+    )
+    return 0
+
 
 def _model_arguments(parser: argparse.ArgumentParser, default_note: str = "") -> None:
     parser.add_argument("--bundle", type=Path, default=None, help=f"model bundle or peav folder{default_note}")

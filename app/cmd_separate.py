@@ -117,6 +117,10 @@ def register(commands, train_commands) -> None:
     )
     p.add_argument("--no-anchor", action="store_true", help="hear text prompts exactly as typed (no anchoring)")
     p.add_argument(
+        "--no-picture-names", action="store_true",
+        help="condition on a picture prompt itself even when the bundle's picture namer recognises its sound category",
+    )
+    p.add_argument(
         "--phrasings",
         type=int,
         default=None,
@@ -312,7 +316,9 @@ def run_separate(args) -> int:
     jobs = _jobs(args)
     if args.reference is not None and (len(jobs) != 1 or len(jobs[0][2]) != 1):
         raise PromptError("--reference needs exactly one FILE and one prompt")
-    config = InferenceConfig(mixture_consistent=not args.plain, refine=not args.no_refine)
+    config = InferenceConfig(
+        mixture_consistent=not args.plain, refine=not args.no_refine, name_pictures=not args.no_picture_names
+    )
     if args.mask_floor is not None:
         if not 0.0 <= args.mask_floor < 1.0:
             raise PromptError(f"--mask-floor {args.mask_floor}: expected a fraction in [0, 1)")
@@ -368,7 +374,14 @@ FAR_PROMPT = 0.5
 
 
 def _announce_anchors(separator, jobs) -> None:
-    """One line per text prompt the separator hears as another wording (its nearest training phrasing)."""
+    """One line per text prompt the separator hears as another wording (its nearest training phrasing), and per
+    picture prompt the picture namer names."""
+    pictures = {p.describe(): p for _, _, prompts in jobs for p in prompts}
+    for described, prompt in pictures.items():
+        naming = separator.naming(prompt)
+        if naming is not None and naming.name is not None:
+            print(f"picture prompt ({described}) is heard as {naming.name!r} (picture namer, margin {naming.margin:.2f}; "
+                  f"--no-picture-names keeps the picture)")
     texts = dict.fromkeys(p.text for _, _, prompts in jobs for p in prompts if p.text)
     for text in texts:
         heard = separator.heard_text(text)

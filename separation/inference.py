@@ -24,6 +24,7 @@ from encoders.anchors import Anchor, PromptAnchors
 from encoders.audio_io import load_audio, resample
 from encoders.errors import PromptError, WeightsError
 from encoders.files import publish, temp_beside
+from encoders.namer import Naming, PictureNamer
 from separation.masking import carry_masks, floor_masks, istft, prompt_masks, share_masks, stft
 from separation.model import SPAN_OFF, SPAN_ON, SPAN_UNKNOWN, SeparatorModel
 from separation.objectives import Conditioning, predict_sources
@@ -109,6 +110,9 @@ class InferenceConfig:
     # (not the encoder). 1: the anchor alone. Measured, 2 against 1 on training phrasings: +0.07 dB mean SI-SDRi on
     # 600 test mixtures (-0.02..+0.16), +0.04 on 400 val; 10 min RTF 0.060 against 0.039 (README).
     phrasings: int = 2
+    # A picture prompt (alone, no text or video) that the bundle's picture namer names with confidence is separated
+    # as the text prompt of that category (encoders.namer); others as the picture. Needs a bundle with ``namer/``.
+    name_pictures: bool = True
 
 
 # A prompt this similar to its anchor is that training phrasing (up to case and punctuation), not a new wording.
@@ -180,9 +184,11 @@ class Separator:
         device: str | torch.device = "cpu",
         judge=None,
         refiner=None,
+        namer=None,
     ) -> None:
         """``judge``: optional object with ``choose(candidates (P, K, C, N), rate, prompts) -> list[int]``.
-        ``refiner``: optional :class:`~separation.refiner.MaskRefiner` that corrects the ratio masks."""
+        ``refiner``: optional :class:`~separation.refiner.MaskRefiner` that corrects the ratio masks.
+        ``namer``: optional :class:`~encoders.namer.PictureNamer` (see ``InferenceConfig.name_pictures``)."""
         self.device = torch.device(device)
         self.codec = codec.to(self.device).eval()
         self.prompt_encoder = prompt_encoder
@@ -196,6 +202,8 @@ class Separator:
         self.refiner = refiner.to(self.device).eval() if refiner is not None else None
         self._anchors = None  # encoders.anchors.PromptAnchors, built at the first text prompt
         self._anchor_cache: dict[str, Anchor] = {}
+        self.namer = namer
+        self._namings: dict[str, Naming] = {}
 
     @property
     def sample_rate(self) -> int:
@@ -206,7 +214,7 @@ class Separator:
         cls, path: str | Path | None = None, device: str | torch.device = "cpu", config: InferenceConfig | None = None
     ) -> "Separator":
         """Load a bundle folder (default: the embedded bundle shipped with promptsep); its ``refiner/``
-        folder, when there is one, is the mask refiner."""
+        folder, when there is one, is the mask refiner, and its ``namer/`` folder the picture namer."""
         from encoders.codec import Codec
         from encoders.peav import PromptEncoder
         from promptsep_assets import DEFAULT_BUNDLE
@@ -217,7 +225,8 @@ class Separator:
         prompt_encoder = PromptEncoder.from_pretrained(bundle / "peav", codec=codec)
         model = SeparatorModel.from_pretrained(bundle / "separator")
         refiner = MaskRefiner.from_pretrained(bundle / "refiner") if (bundle / "refiner").is_dir() else None
-        return cls(codec, prompt_encoder, model, config=config, device=device, refiner=refiner)
+        namer = PictureNamer.from_pretrained(bundle / "namer", prompt_encoder) if (bundle / "namer").is_dir() else None
+        return cls(codec, prompt_encoder, model, config=config, device=device, refiner=refiner, namer=namer)
 
     # ---------------------------------------------------------------- prompts
     def anchor(self, text: str) -> Anchor | None:
@@ -253,6 +262,26 @@ class Separator:
                 texts = [texts[0], text, *texts[1:]]
         return (texts + [texts[-1]] * count)[:count]
 
+    def naming(self, prompt: Prompt) -> Naming | None:
+        """What the picture namer makes of a prompt's picture; None when the prompt is not a picture alone, the
+        bundle has no namer, or ``config.name_pictures`` is off."""
+        if self.namer is None or not self.config.name_pictures or prompt.image is None or prompt.text or prompt.video:
+            return None
+        key = str(prompt.image) if isinstance(prompt.image, (str, Path)) else None
+        if key is None:
+            return self.namer.name([prompt.image])[0]
+        if key not in self._namings:
+            self._namings[key] = self.namer.name([prompt.image])[0]
+        return self._namings[key]
+
+    def heard_prompt(self, prompt: Prompt) -> Prompt:
+        """The prompt the separator hears: a picture the namer names becomes that category's text prompt (same
+        spans); every other prompt is itself."""
+        naming = self.naming(prompt)
+        if naming is None or naming.name is None:
+            return prompt
+        return Prompt(text=naming.name, spans=prompt.spans)
+
     @torch.no_grad()
     def condition(self, prompts: Sequence[Prompt]) -> list[Conditioning]:
         """Embed each prompt once (text tokens, pooled embedding); spans and frames are added per chunk.
@@ -260,7 +289,8 @@ class Separator:
         Each prompt's conditioning holds K rows, one per phrasing of :meth:`heard_phrasings` (K =
         ``config.phrasings`` when some text prompt is heard in more than one wording, else 1, so identical passes
         are not run): ``cond (K, E)``, ``tokens (K, L, H)``, ``token_mask (K, L)``. Prompts without text repeat
-        their one row."""
+        their one row. Pictures are first named (:meth:`heard_prompt`)."""
+        prompts = [self.heard_prompt(p) for p in prompts]
         heard = {p.text: self.heard_phrasings(p.text) for p in prompts if p.text}
         count = 1 if all(len(set(texts)) == 1 for texts in heard.values()) else max(1, self.config.phrasings)
         out = []
