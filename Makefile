@@ -35,6 +35,7 @@ data: setup
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_DATA); \
 	else echo "not root: install these Debian packages first: $(APT_DATA)"; fi
 	$(VENV)/bin/promptsep data build --out $(DATA) --seed $(SEED)
+	for split in val test; do $(VENV)/bin/promptsep data clipart --manifest $(DATA)/$$split.jsonl --out $(DATA)/$${split}_clipart.jsonl; done
 	cat $(DATA)/report.md
 
 EXAMPLE := promptsep_assets/examples

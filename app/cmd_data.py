@@ -34,3 +34,27 @@ def register(commands: argparse._SubParsersAction, train_commands: argparse._Sub
     parser.add_argument("--root", default="/", help="folder the installed packages live under (tests use fakes)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.set_defaults(func=_run_build)
+    clip = actions.add_parser(
+        "clipart",
+        help="a split's mixtures prompted with Open Clip Art pictures (a picture-style probe)",
+        description="Write a manifest of the lines of MANIFEST whose category has Open Clip Art pictures (Debian's "
+        "openclipart-png), each with one of them as its picture prompt instead of the data engine's emoji or stamp; "
+        "text prompts and audio stay as they are. Benchmark it to see how picture prompts fare on pictures drawn in a "
+        "style the visual tower never saw.",
+    )
+    clip.add_argument("--manifest", required=True, help="data-engine manifest to re-prompt (e.g. data/test.jsonl)")
+    clip.add_argument("--out", required=True, help="manifest to write, beside MANIFEST (e.g. data/test_clipart.jsonl)")
+    clip.add_argument("--root", default="/", help="folder the installed packages live under (tests use fakes)")
+    clip.add_argument("--seed", type=int, default=0, help="seed of the picture chosen per mixture (default 0)")
+    clip.set_defaults(func=_run_clipart)
+
+
+def _run_clipart(args: argparse.Namespace) -> int:
+    from dataengine.clipart import build_clipart_probe
+
+    counts = build_clipart_probe(args.manifest, args.out, root=args.root, seed=args.seed)
+    print(
+        f"wrote {args.out}: {counts['written']} of {counts['read']} mixtures, {counts['categories']} categories, "
+        f"{counts['pictures']} distinct pictures"
+    )
+    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from dataengine.seeding import keyed_rng
 from dataengine.vocabulary import CATEGORIES
@@ -83,12 +83,17 @@ def render_emoji_set(out: Path, root: Path, seed: int, variants: int = VARIANTS,
     return result
 
 
-def copy_picture(source: Path, destination: Path, size: int = IMAGE_SIZE) -> None:
-    """Copy a stamp picture as an RGB PNG on white, fitted into ``size`` x ``size``."""
+def copy_picture(source: Path, destination: Path, size: int = IMAGE_SIZE, crop: bool = False) -> None:
+    """Copy a stamp picture as an RGB PNG on white, fitted into ``size`` x ``size`` (made smaller, never larger);
+    ``crop``: cut it to its drawing (the bounding box of its opaque pixels) and scale that to fit, larger or smaller,
+    for pictures drawn small on a large transparent page."""
     if destination.exists():
         return
     with Image.open(source) as picture:
         picture = picture.convert("RGBA")
+        box = picture.getchannel("A").getbbox() if crop else None
+        if box:
+            picture = ImageOps.contain(picture.crop(box), (size, size), Image.LANCZOS)
         picture.thumbnail((size, size), Image.LANCZOS)
         canvas = Image.new("RGB", (size, size), (255, 255, 255))
         canvas.paste(picture, ((size - picture.width) // 2, (size - picture.height) // 2), picture)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file
 
-from encoders.errors import WeightsError
+from encoders.errors import PromptsepError, WeightsError
 from encoders.files import save_tensors, staged
 
 if TYPE_CHECKING:  # importing encoders.peav loads transformers; the separator imports this module at start
@@ -129,7 +129,7 @@ def manifest_pictures(manifest: str | Path) -> dict[str, str]:
     have both."""
     manifest = Path(manifest)
     if not manifest.is_file():
-        raise FileNotFoundError(f"manifest {manifest} does not exist (build the data with `promptsep data build`)")
+        raise PromptsepError(f"manifest {manifest} does not exist (build the data with `promptsep data build`)")
     pictures: dict[str, str] = {}
     for line in manifest.read_text().splitlines():
         row = json.loads(line) if line.strip() else {}

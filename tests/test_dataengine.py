@@ -439,3 +439,45 @@ def test_build_from_installed_packages(tmp_path):
     assert result.clips == len(clips) >= 8
     assert {c.source for c in clips} == set(wanted)
     assert all(c.category in CATEGORIES for c in clips)
+
+
+def test_clipart_probe_reprompts_the_mixtures_whose_category_has_clip_art(tmp_path):
+    """`promptsep data clipart`: lines of a category with clip art get one of its pictures (cut to the drawing and
+    fitted on white), everything else on the line stays; categories without clip art, pictures in other folders of
+    the collection and excluded files are left out; the choice is reproducible."""
+    import json
+
+    from PIL import Image
+
+    from app.cli import main
+    from dataengine.clipart import CLIPART_ROOT, list_clipart
+
+    base = tmp_path / "root" / CLIPART_ROOT
+    for relative in ("animals/dog_01.png", "animals/birds/dog_02.png", "animals/jonathon_s_duck_01.png",
+                     "recreation/music/piano_keys.png", "computer/icons/piano.png"):
+        page = Image.new("RGBA", (400, 300), (0, 0, 0, 0))
+        page.paste((200, 40, 40, 255), (10, 10, 50, 40))  # a small drawing in the corner of a large page
+        (base / relative).parent.mkdir(parents=True, exist_ok=True)
+        page.save(base / relative)
+    found = list_clipart(tmp_path / "root")
+    assert {c: [p.name for p in ps] for c, ps in found.items()} == {"dog": ["dog_02.png", "dog_01.png"], "piano": ["piano_keys.png"]}  # sorted by path
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [{"id": f"t{k}", "audio": f"mix/t{k}.wav", "prompt": p, "image": "images/emoji/x.png", "category": c}
+             for k, (p, c) in enumerate([("a dog", "dog"), ("wolf howl", "wolf"), ("piano", "piano"), ("dog", "dog")])]
+    (data / "test.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    args = ["data", "clipart", "--manifest", str(data / "test.jsonl"), "--root", str(tmp_path / "root")]
+    assert main([*args, "--out", str(data / "a.jsonl")]) == 0
+    assert main([*args, "--out", str(data / "b.jsonl")]) == 0
+    assert (data / "a.jsonl").read_text() == (data / "b.jsonl").read_text()
+    rows = [json.loads(line) for line in (data / "a.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["t0", "t2", "t3"]
+    for row, line in zip(rows, [lines[0], lines[2], lines[3]], strict=True):
+        assert row["image"].startswith("images/openclipart/") and row["video"] is None
+        assert {k: v for k, v in row.items() if k not in ("image", "video")} == {k: v for k, v in line.items() if k != "image"}
+        picture = Image.open(data / row["image"])
+        assert picture.mode == "RGB" and picture.size == (160, 160)
+        left, top, right, bottom = Image.eval(picture.convert("L"), lambda v: 255 - v).getbbox()
+        assert right - left >= 150  # the drawing, cut from its page, fills the width
+    assert main([*args[:-2], "--root", str(tmp_path / "empty"), "--out", str(data / "c.jsonl")]) != 0
+    assert not (data / "c.jsonl").exists()

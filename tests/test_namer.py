@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from encoders.errors import WeightsError
+from encoders.errors import PromptsepError, WeightsError
 from encoders.namer import MARGINS, PictureNamer, choose_margin, manifest_pictures
 from encoders.peav import load_default_prompt_encoder
 from promptsep_assets import DEFAULT_BUNDLE
@@ -120,5 +120,5 @@ def test_train_namer_writes_a_namer_with_the_margin_its_pictures_call_for(encode
     config = json.loads((tmp_path / "n" / "config.json").read_text())
     expected = choose_margin([n.margin for n in namings], [True, True, False], 0.9)
     assert config["margin"] == pytest.approx(expected) and config["pictures"] == 3
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(PromptsepError, match="does not exist"):
         manifest_pictures(tmp_path / "absent.jsonl")

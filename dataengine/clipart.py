@@ -1,0 +1,104 @@
+"""A picture-style probe: the split's mixtures prompted with Open Clip Art pictures instead of the data engine's own.
+
+The data engine's picture prompts are emoji and Tux Paint stamps, and the visual tower learnt from those styles. How
+picture prompts fare on a picture drawn by someone else (a user's photo or drawing) is measured here: every mixture of
+a split whose target category has Open Clip Art pictures (Debian's ``openclipart-png``, public domain) gets one of them
+as its picture, and the rest of its line stays as it was, so the probe's picture results sit beside the same mixtures'
+text results. No picture of the library is trained on.
+
+Matching is by file name within a folder of the collection (English and Italian names; the table below is curated by
+hand: a category only gets pictures whose name says what they show).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from dataengine.images import copy_picture
+from dataengine.seeding import keyed_rng
+from encoders.errors import PromptsepError
+from encoders.files import staged
+
+CLIPART_ROOT = "usr/share/openclipart/png"
+FOLDER = "openclipart"  # under the data folder's images/
+
+# category -> (folders of the collection searched, regular expression on the lower-case file name)
+CLIPART_TABLE: dict[str, tuple[tuple[str, ...], str]] = {
+    "dog": (("animals",), r"^(dog|puppy|cane)[_.-]|[_-]dog[_.-]"),
+    "cat": (("animals",), r"^(cat|kitten|gatto)[_.-]|[_-](cat|gatto)[_.-]"),
+    "cow": (("animals",), r"^(cow|mucca)[_.-]|^mucca"),
+    "horse": (("animals",), r"^(horse|cavallo)[_.-]|[_-]horse[_.-]"),
+    "pig": (("animals",), r"^(a_simple_)?pig[_.-]|maiale"),
+    "sheep": (("animals",), r"sheep|pecora|^lamb[_.-]"),
+    "chicken": (("animals",), r"^(hen|chicken|rooster|gallina|gallo)[_.-]"),
+    "duck": (("animals",), r"^(duck|anatra)[_.-]|[_-]duck[_.-]"),
+    "owl": (("animals",), r"^(owl|gufo)[_.-]"),
+    "frog": (("animals",), r"^(frog|rana)[_.-]|[_-]frog[_.-]"),
+    "elephant": (("animals",), r"elephant|elefante"),
+    "monkey": (("animals",), r"monkey|scimmia|gorilla|chimp"),
+    "wolf": (("animals",), r"(^|[_-])(wolf|lupo)[_.-]"),
+    "big cat": (("animals",), r"^(lion|tiger|leone|tigre)|[_-](tiger|lion)[_.-]"),
+    "insect": (("animals",), r"^(bee|fly|wasp|cricket|mosquito)[_.-]|[_-](wasp|bee)[_.-]"),
+    "sea mammal": (("animals",), r"whale|dolphin|balena|delfino"),
+    "piano": (("recreation/music",), r"piano"),
+    "guitar": (("recreation/music",), r"guitar|chitarra"),
+    "drums": (("recreation/music",), r"drum"),
+    "brass": (("recreation/music",), r"trumpet|tromba|trombone|tuba"),
+    "strings": (("recreation/music",), r"violin|violino|cello"),
+    "clock": (("signs_and_symbols/clocks",), r"clock|orologio"),
+    "aircraft": (("transportation",), r"airplane|aeroplane|aircraft|aereo|helicopter"),
+    "thunder": (("signs_and_symbols/weather",), r"lightning|thunder|fulmine"),
+    "typing": (("computer/hardware",), r"keyboard"),
+}
+
+
+# pictures whose name matches but which show something else
+EXCLUDED = frozenset({"jonathon_s_duck_01.png"})  # a "linked image not found" placeholder
+
+
+def list_clipart(root: str | Path) -> dict[str, list[Path]]:
+    """Category -> its Open Clip Art pictures (sorted), for the categories of :data:`CLIPART_TABLE` that have any."""
+    base = Path(root) / CLIPART_ROOT
+    found: dict[str, list[Path]] = {}
+    for category, (folders, pattern) in CLIPART_TABLE.items():
+        expression = re.compile(pattern)
+        paths = {p for folder in folders for p in (base / folder).rglob("*.png") if expression.search(p.name.lower()) and p.name not in EXCLUDED}
+        if paths:
+            found[category] = sorted(paths)
+    return found
+
+
+def build_clipart_probe(manifest: str | Path, out: str | Path, root: str | Path = "/", seed: int = 0) -> dict:
+    """Write ``out`` (JSONL): the lines of ``manifest`` whose category has clip art, each with one of its pictures
+    (chosen per mixture, reproducibly from ``seed``), copied beside the manifest under ``images/openclipart``.
+
+    Returns counts: lines read, lines written, categories and distinct pictures used.
+
+    Raises:
+        PromptsepError: the manifest is missing, or no clip art is installed under ``root``.
+    """
+    manifest, out = Path(manifest), Path(out)
+    if not manifest.is_file():
+        raise PromptsepError(f"manifest {manifest} does not exist (build the data with `promptsep data build`)")
+    pictures = list_clipart(root)
+    if not pictures:
+        raise PromptsepError(
+            f"no Open Clip Art pictures under {Path(root) / CLIPART_ROOT} (install the Debian package openclipart-png)"
+        )
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    written, used = [], set()
+    for row in rows:
+        choices = pictures.get(row.get("category"))
+        if not choices:
+            continue
+        source = choices[int(keyed_rng(seed, "clipart", row["id"]).integers(len(choices)))]
+        relative = Path("images") / FOLDER / f"{row['category'].replace(' ', '-')}_{choices.index(source)}.png"
+        copy_picture(source, manifest.parent / relative, crop=True)
+        used.add(relative)
+        written.append({**row, "image": str(relative), "video": None})
+    with staged(out) as temp:
+        Path(temp).write_text("".join(json.dumps(row) + "\n" for row in written))
+    categories = sorted({row["category"] for row in written})
+    return {"read": len(rows), "written": len(written), "categories": len(categories), "pictures": len(used)}
