@@ -46,13 +46,18 @@ def register(commands: argparse._SubParsersAction, train_commands: argparse._Sub
     clip.add_argument("--out", required=True, help="manifest to write, beside MANIFEST (e.g. data/test_clipart.jsonl)")
     clip.add_argument("--root", default="/", help="folder the installed packages live under (tests use fakes)")
     clip.add_argument("--seed", type=int, default=0, help="seed of the picture chosen per mixture (default 0)")
+    clip.add_argument(
+        "--pictures", choices=["probe", "train"], default="probe",
+        help="which half of each category's clip art: probe (for val/test) or train (for train encoders "
+        "--extra-pictures; no probe picture is among them)",
+    )
     clip.set_defaults(func=_run_clipart)
 
 
 def _run_clipart(args: argparse.Namespace) -> int:
     from dataengine.clipart import build_clipart_probe
 
-    counts = build_clipart_probe(args.manifest, args.out, root=args.root, seed=args.seed)
+    counts = build_clipart_probe(args.manifest, args.out, root=args.root, seed=args.seed, half=args.pictures)
     print(
         f"wrote {args.out}: {counts['written']} of {counts['read']} mixtures, {counts['categories']} categories, "
         f"{counts['pictures']} distinct pictures"

@@ -114,6 +114,13 @@ def register(commands, train_commands) -> None:
         help="restyle this share of training pictures (colour jitter or greyscale, zoom, blur), so that pictures drawn "
         "unlike the training ones still read as their subject (0: off, the shipped towers' recipe)",
     )
+    t.add_argument(
+        "--extra-pictures",
+        default="",
+        metavar="MANIFEST",
+        help="JSONL manifest whose lines' pictures (image, category) join their categories' training pictures, e.g. "
+        "`data clipart --pictures train`'s clip art (drawn unlike the data engine's emoji and stamps)",
+    )
     t.set_defaults(func=run_train)
 
     n = train_commands.add_parser(
@@ -293,6 +300,7 @@ def run_train(args) -> int:
         train_audio=not args.freeze_audio,
         image_background=args.image_background,
         image_style=args.image_style,
+        extra_pictures=args.extra_pictures,
         init=args.init,
     )
     extra = None

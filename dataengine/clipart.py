@@ -70,9 +70,26 @@ def list_clipart(root: str | Path) -> dict[str, list[Path]]:
     return found
 
 
-def build_clipart_probe(manifest: str | Path, out: str | Path, root: str | Path = "/", seed: int = 0) -> dict:
-    """Write ``out`` (JSONL): the lines of ``manifest`` whose category has clip art, each with one of its pictures
-    (chosen per mixture, reproducibly from ``seed``), copied beside the manifest under ``images/openclipart``.
+HALVES = ("probe", "train")
+
+
+def half_of(pictures: dict[str, list[Path]], half: str) -> dict[str, list[Path]]:
+    """Every other picture of each category's sorted list: ``"probe"`` the 1st, 3rd, ... (so every category keeps
+    one), ``"train"`` the 2nd, 4th, ... The halves share no picture, though neighbours in a list are often one
+    artist's series."""
+    if half not in HALVES:
+        raise PromptsepError(f"unknown clip-art half {half!r}; expected one of {HALVES}")
+    start = HALVES.index(half)
+    return {c: paths[start::2] for c, paths in pictures.items() if paths[start::2]}
+
+
+def build_clipart_probe(
+    manifest: str | Path, out: str | Path, root: str | Path = "/", seed: int = 0, half: str = "probe"
+) -> dict:
+    """Write ``out`` (JSONL): the lines of ``manifest`` whose category has clip art in ``half`` (:func:`half_of`),
+    each with one of those pictures (chosen per mixture, reproducibly from ``seed``), copied beside the manifest under
+    ``images/openclipart``. The probe half re-prompts val/test mixtures; the train half gives
+    ``train encoders --extra-pictures`` pictures no probe uses.
 
     Returns counts: lines read, lines written, categories and distinct pictures used.
 
@@ -82,11 +99,12 @@ def build_clipart_probe(manifest: str | Path, out: str | Path, root: str | Path 
     manifest, out = Path(manifest), Path(out)
     if not manifest.is_file():
         raise PromptsepError(f"manifest {manifest} does not exist (build the data with `promptsep data build`)")
-    pictures = list_clipart(root)
-    if not pictures:
+    everything = list_clipart(root)
+    if not everything:
         raise PromptsepError(
             f"no Open Clip Art pictures under {Path(root) / CLIPART_ROOT} (install the Debian package openclipart-png)"
         )
+    pictures = half_of(everything, half)
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     written, used = [], set()
     for row in rows:
@@ -94,7 +112,7 @@ def build_clipart_probe(manifest: str | Path, out: str | Path, root: str | Path 
         if not choices:
             continue
         source = choices[int(keyed_rng(seed, "clipart", row["id"]).integers(len(choices)))]
-        relative = Path("images") / FOLDER / f"{row['category'].replace(' ', '-')}_{choices.index(source)}.png"
+        relative = Path("images") / FOLDER / f"{row['category'].replace(' ', '-')}_{everything[row['category']].index(source)}.png"
         copy_picture(source, manifest.parent / relative, crop=True)
         used.add(relative)
         written.append({**row, "image": str(relative), "video": None})

@@ -76,6 +76,7 @@ class EncoderTrainConfig:
     image_shift: int = 6
     image_background: float = 0.0  # share of training pictures whose solid background is repainted a random colour
     image_style: float = 0.0  # share of training pictures restyled: colour jitter or greyscale, zoom, blur
+    extra_pictures: str = ""  # JSONL manifest (image, category per line): more training pictures for their categories
     weight_audio_text: float = 1.0
     weight_audio_category: float = 1.0
     weight_visual_text: float = 0.5
@@ -313,6 +314,17 @@ class BatchSampler:
                 self.images_by_category.setdefault(c, [])
                 if image not in self.images_by_category[c]:
                     self.images_by_category[c].append(image)
+
+    def add_pictures(self, cache: FeatureCache, pictures: Tensor, categories: list[str]) -> int:
+        """Append ``pictures`` ``(K, 3, S, S)`` to the cache's images (in memory) and to the picture pools of their
+        ``categories`` (names); pictures of a category without training clips are dropped. Returns how many joined."""
+        index = {name: i for i, name in enumerate(cache.categories)}
+        kept = [k for k, name in enumerate(categories) if index.get(name) in self.by_category]
+        first = cache.images.shape[0]
+        cache.images = torch.cat([cache.images, pictures[kept].to(cache.images.dtype)])
+        for offset, k in enumerate(kept):
+            self.images_by_category.setdefault(index[categories[k]], []).append(first + offset)
+        return len(kept)
 
     def categories(self, size: int) -> list[int]:
         """``size`` category indices: anchors plus their hard-negative neighbours."""
@@ -729,6 +741,19 @@ def _save_checkpoint(
     (out / STATE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def _add_extra_pictures(sampler: BatchSampler, cache: FeatureCache, manifest: Path, prep: VisualPreprocessing) -> None:
+    """``train encoders --extra-pictures``: the manifest's pictures join their categories' training pools."""
+    from encoders.namer import manifest_pictures
+
+    pictures = manifest_pictures(manifest)
+    if not pictures:
+        raise PromptsepError(f"{manifest} has no lines with both an image and a category")
+    paths = sorted(pictures)
+    images = torch.stack([pixels_to_tensor(read_image(path), prep) for path in paths])
+    joined = sampler.add_pictures(cache, images, [pictures[p] for p in paths])
+    tqdm.write(f"{joined} of {len(paths)} extra pictures joined the training pools")
+
+
 def train_encoders(
     cfg: EncoderTrainConfig, resume: bool = False, clips=None, codec=None, extra: list[tuple[Tensor, str]] | None = None
 ) -> Path:
@@ -819,6 +844,8 @@ def train_encoders(
         for space in ("audio", "video"):
             text[f"{space}_classes"] = category_centroids(text[space], cache)
     sampler = BatchSampler(cache, "train", cfg, text["audio"].cpu(), rng)
+    if cfg.extra_pictures:
+        _add_extra_pictures(sampler, cache, Path(cfg.extra_pictures), encoder.config.visual)
     extra_audio = ExtraAudio(extra, cache) if extra else None
     eval_split = "val" if "val" in cache.clip_splits else "test"
     encoder.config.visual_trained = bool(cache.images.shape[0] > 0)

@@ -479,5 +479,9 @@ def test_clipart_probe_reprompts_the_mixtures_whose_category_has_clip_art(tmp_pa
         assert picture.mode == "RGB" and picture.size == (160, 160)
         left, top, right, bottom = Image.eval(picture.convert("L"), lambda v: 255 - v).getbbox()
         assert right - left >= 150  # the drawing, cut from its page, fills the width
+    assert main([*args, "--pictures", "train", "--out", str(data / "t.jsonl")]) == 0
+    train_rows = [json.loads(line) for line in (data / "t.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in train_rows] == ["t0", "t3"]  # piano's one picture is the probe's
+    assert {r["image"] for r in train_rows}.isdisjoint({r["image"] for r in rows})
     assert main([*args[:-2], "--root", str(tmp_path / "empty"), "--out", str(data / "c.jsonl")]) != 0
     assert not (data / "c.jsonl").exists()

@@ -535,3 +535,34 @@ def test_restyle_images_keeps_the_shape_and_range_and_greys_some_pictures():
     changed = sum(not torch.equal(half[i], images[i]) for i in range(len(images)))
     assert 10 <= changed <= 30
     torch.testing.assert_close(augment_images(images, 0, np.random.default_rng(1), style=1.0), out)
+
+
+def test_extra_pictures_join_their_categories_training_pools(codec, tmp_path, capsys):
+    """`train encoders --extra-pictures M`: the manifest's pictures of categories with training clips join the
+    picture pools (the others are dropped, and said so), and the visual tower then trains on them too."""
+    import json
+
+    from encoders.peav_train import EncoderTrainConfig, train_encoders
+
+    clips = _fake_library(tmp_path)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    lines = []
+    for k, (name, colour) in enumerate([("dog", "yellow"), ("piano", "white"), ("whale", "grey")]):
+        Image.new("RGB", (16, 16), colour).save(extra / f"x{k}.png")
+        lines.append(json.dumps({"image": f"x{k}.png", "category": name}) + "\n")
+    (extra / "m.jsonl").write_text("".join(lines))
+    cfg = EncoderTrainConfig(data=str(tmp_path), out=str(tmp_path / "plain"), steps=3, batch_size=4, fusion_rows=2,
+                             eval_every=100, save_every=100, warmup_steps=1, threads=1, lr=1e-2)
+    plain = PromptEncoder.from_pretrained(train_encoders(cfg, clips=clips, codec=codec), codec=codec)
+    again = PromptEncoder.from_pretrained(train_encoders(replace(cfg, out=str(tmp_path / "again")), clips=clips, codec=codec), codec=codec)
+    assert all(torch.equal(v, again.trainable_state_dict()[k]) for k, v in plain.trainable_state_dict().items())
+    capsys.readouterr()
+    more = replace(cfg, out=str(tmp_path / "more"), extra_pictures=str(extra / "m.jsonl"))
+    extended = PromptEncoder.from_pretrained(train_encoders(more, clips=clips, codec=codec), codec=codec)
+    assert "2 of 3 extra pictures joined the training pools" in capsys.readouterr().out
+    old, new = plain.trainable_state_dict(), extended.trainable_state_dict()
+    assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("video_model."))
+    (extra / "empty.jsonl").write_text("")
+    with pytest.raises(PromptsepError, match="no lines with both an image and a category"):
+        train_encoders(replace(more, out=str(tmp_path / "none"), extra_pictures=str(extra / "empty.jsonl")), clips=clips, codec=codec)
