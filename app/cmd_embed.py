@@ -132,8 +132,8 @@ def register(commands, train_commands) -> None:
         "manifest's pictures it names are right --precision of the time. Copy OUT to a bundle's namer/ folder to use it.",
     )
     n.add_argument("--tower", type=Path, required=True, help="PE-AV folder whose visual tower names the pictures")
-    n.add_argument("--manifest", type=Path, default=Path("data/train.jsonl"), help="labelled pictures that set the margin")
-    n.add_argument("--precision", type=probability, default=0.98, help="share of named pictures that must be right")
+    n.add_argument("--manifest", type=Path, default=Path("data/train.jsonl"), help="labelled pictures that set the margin (default: data/train.jsonl)")
+    n.add_argument("--precision", type=probability, default=0.98, help="share of named pictures that must be right (default: 0.98)")
     n.add_argument("--bundle", type=Path, default=None, help="bundle the namer serves (its PE-AV text side; default: embedded)")
     n.add_argument("--out", type=Path, required=True, help="namer folder to write")
     n.set_defaults(func=run_namer)

@@ -376,8 +376,8 @@ FAR_PROMPT = 0.5
 def _announce_anchors(separator, jobs) -> None:
     """One line per text prompt the separator hears as another wording (its nearest training phrasing), and per
     picture prompt the picture namer names."""
-    pictures = {p.describe(): p for _, _, prompts in jobs for p in prompts}
-    for described, prompt in pictures.items():
+    by_description = {p.describe(): p for _, _, prompts in jobs for p in prompts}
+    for described, prompt in by_description.items():
         naming = separator.naming(prompt)
         if naming is not None and naming.name is not None:
             print(f"picture prompt ({described}) is heard as {naming.name!r} (picture namer, margin {naming.margin:.2f}; "

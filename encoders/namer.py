@@ -65,14 +65,16 @@ class PictureNamer:
         path = Path(path)
         for needed in (path / CONFIG_NAME, path / WEIGHTS_NAME):
             if not needed.is_file():
-                raise WeightsError(f"picture namer file {needed} is missing (see `promptsep namer --help`)")
+                raise WeightsError(f"picture namer file {needed} is missing (see `promptsep train namer --help`)")
         config = json.loads((path / CONFIG_NAME).read_text())
         state = load_file(str(path / WEIGHTS_NAME))
         video_model = copy.deepcopy(encoder._require_video())
         own = video_model.state_dict()
         stripped = {key.removeprefix(PREFIX): value for key, value in state.items()}
+        expected = {key for key in encoder.trainable_state_dict() if key.startswith(PREFIX)}
         wrong = sorted(k for k, v in stripped.items() if k not in own or own[k].shape != v.shape)
-        if wrong or len(stripped) != len(state):
+        wrong += sorted(expected - set(state))  # a stored tower is whole: no weight may fall back to the bundle's
+        if wrong:
             raise WeightsError(f"the picture namer's weights do not fit this bundle's visual tower (e.g. {wrong[:3]})")
         video_model.load_state_dict({k: v.to(own[k].dtype) for k, v in stripped.items()}, strict=False)
         return cls(encoder, video_model.to(encoder.device), config["margin"])
