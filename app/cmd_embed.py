@@ -143,10 +143,7 @@ def run_namer(args) -> int:
     from encoders.namer import build_namer, manifest_pictures
     from encoders.peav import load_prompt_encoder
 
-    pictures = manifest_pictures(args.manifest)
-    if not pictures:
-        raise PromptsepError(f"{args.manifest} has no lines with both an image and a category")
-    report = build_namer(args.tower, load_prompt_encoder(args.bundle), pictures, args.precision, args.out)
+    report = build_namer(args.tower, load_prompt_encoder(args.bundle), manifest_pictures(args.manifest), args.precision, args.out)
     print(
         f"wrote {args.out}: margin {report['margin']}, names {report['named_share']:.0%} of {report['pictures']} "
         f"pictures at precision {report['precision']:.3f}"

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from dataengine.manifest import PATH_KEYS, read_manifest, resolve_row  # noqa: F401 - shared with every benchmark
 from encoders.files import staged
 
 
@@ -27,52 +28,7 @@ def mask_settings() -> tuple[int, int, float]:
     return cfg.n_fft, cfg.hop, cfg.mask_power
 
 
-PATH_KEYS = ("audio", "image", "video", "target", "residual")
 DEFAULT_MANIFEST = Path("data") / "test.jsonl"
-
-
-def resolve_row(row: dict, root: Path) -> dict:
-    """A manifest line with its path fields (``PATH_KEYS``) made absolute against ``root``.
-
-    Empty or null paths stay ``None``; absolute paths are kept as they are.
-    """
-    out = dict(row)
-    for key in PATH_KEYS:
-        value = row.get(key)
-        if value:
-            path = Path(value)
-            out[key] = str(path if path.is_absolute() else (root / path))
-        else:
-            out[key] = None
-    return out
-
-
-def read_manifest(path: str | Path, limit: int | None = None) -> list[dict]:
-    """The lines of a JSONL manifest (paths resolved relative to its folder), at most ``limit``.
-
-    Raises ``FileNotFoundError`` naming the file when it does not exist and ``ValueError`` naming
-    the line number for a line that is not a JSON object.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"manifest {path} does not exist (build the data with `promptsep data build`)"
-        )
-    rows: list[dict] = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object per line")
-            rows.append(resolve_row(row, path.parent))
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
 
 
 def summarize(values: Iterable[float]) -> dict[str, float | int | None]:

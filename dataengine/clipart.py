@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from dataengine.images import copy_picture
+from dataengine.manifest import read_manifest
 from dataengine.seeding import keyed_rng
 from encoders.errors import PromptsepError
 from encoders.files import staged
@@ -97,15 +98,13 @@ def build_clipart_probe(
         PromptsepError: the manifest is missing, or no clip art is installed under ``root``.
     """
     manifest, out = Path(manifest), Path(out)
-    if not manifest.is_file():
-        raise PromptsepError(f"manifest {manifest} does not exist (build the data with `promptsep data build`)")
+    rows = read_manifest(manifest, resolve=False)  # the lines as written: the probe keeps their relative paths
     everything = list_clipart(root)
     if not everything:
         raise PromptsepError(
             f"no Open Clip Art pictures under {Path(root) / CLIPART_ROOT} (install the Debian package openclipart-png)"
         )
     pictures = half_of(everything, half)
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     written, used = [], set()
     for row in rows:
         choices = pictures.get(row.get("category"))

@@ -100,9 +100,7 @@ class PictureNamer:
         """Cosine similarity ``(B, N)`` of pictures (paths or PIL images) to each category name."""
         if self._name_embeddings is None:
             self._name_embeddings = self.encoder.embed_text(self.names, space="video")
-        frames = self.encoder.image_frames(list(images)).to(self.encoder.device)
-        outputs = self.video_model.video_encoder(pixel_values_videos=frames, return_dict=True)
-        pictures = torch.nn.functional.normalize(self.video_model.video_head(outputs.pooler_output), dim=-1)
+        pictures = self.encoder.embed_video(self.encoder.image_frames(list(images)), video_model=self.video_model)
         return pictures @ self._name_embeddings.T
 
     def name(self, images: Sequence) -> list[Naming]:
@@ -128,15 +126,15 @@ def choose_margin(margins: Sequence[float], correct: Sequence[bool], precision: 
 
 def manifest_pictures(manifest: str | Path) -> dict[str, str]:
     """Picture path (resolved beside the manifest) -> category name, from a data-engine JSONL manifest's lines that
-    have both."""
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise PromptsepError(f"manifest {manifest} does not exist (build the data with `promptsep data build`)")
+    have both. Raises :class:`~encoders.errors.PromptsepError` when the manifest is missing or has no such line."""
+    from dataengine.manifest import read_manifest
+
     pictures: dict[str, str] = {}
-    for line in manifest.read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
+    for row in read_manifest(manifest):
         if row.get("image") and row.get("category"):
-            pictures.setdefault(str(manifest.parent / row["image"]), row["category"])
+            pictures.setdefault(row["image"], row["category"])
+    if not pictures:
+        raise PromptsepError(f"{manifest} has no lines with both an image and a category")
     return pictures
 
 

@@ -579,10 +579,11 @@ class PromptEncoder(nn.Module):
         outputs = encoder(pixel_values_videos=self._check_frames(frames), padding_mask_videos=mask, return_dict=True)
         return outputs.last_hidden_state
 
-    def embed_video(self, frames: Tensor, mask: Tensor | None = None) -> Tensor:
+    def embed_video(self, frames: Tensor, mask: Tensor | None = None, video_model: nn.Module | None = None) -> Tensor:
         """Video frames ``(B, F, 3, S, S)`` (preprocessed, see ``encoders.prompts``) with optional
-        frame mask ``(B, F)`` -> L2-normalised embeddings ``(B, E)``."""
-        video_model = self._require_video()
+        frame mask ``(B, F)`` -> L2-normalised embeddings ``(B, E)``. ``video_model``: another visual tower of this
+        model's shape to embed them with (e.g. a picture namer's, :mod:`encoders.namer`); default: its own."""
+        video_model = video_model or self._require_video()
         mask = mask.to(self.device) if mask is not None else None
         outputs = video_model.video_encoder(
             pixel_values_videos=self._check_frames(frames), padding_mask_videos=mask, return_dict=True

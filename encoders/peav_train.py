@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from encoders.errors import AudioError, PromptsepError, require_checkpoint
 from encoders.peav import PromptEncoder, latent_input
-from encoders.prompts import VisualPreprocessing, pixels_to_tensor, read_image
+from encoders.prompts import VisualPreprocessing, load_image_frames, pixels_to_tensor, read_image
 
 CACHE_NAME = "features.pt"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -746,10 +746,8 @@ def _add_extra_pictures(sampler: BatchSampler, cache: FeatureCache, manifest: Pa
     from encoders.namer import manifest_pictures
 
     pictures = manifest_pictures(manifest)
-    if not pictures:
-        raise PromptsepError(f"{manifest} has no lines with both an image and a category")
     paths = sorted(pictures)
-    images = torch.stack([pixels_to_tensor(read_image(path), prep) for path in paths])
+    images = load_image_frames(paths, prep)[:, 0]
     joined = sampler.add_pictures(cache, images, [pictures[p] for p in paths])
     tqdm.write(f"{joined} of {len(paths)} extra pictures joined the training pools")
 

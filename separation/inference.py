@@ -267,9 +267,9 @@ class Separator:
         bundle has no namer, or ``config.name_pictures`` is off."""
         if self.namer is None or not self.config.name_pictures or prompt.image is None or prompt.text or prompt.video:
             return None
-        key = str(prompt.image) if isinstance(prompt.image, (str, Path)) else None
-        if key is None:
+        if not isinstance(prompt.image, (str, Path)):  # a PIL image: nothing to cache it by
             return self.namer.name([prompt.image])[0]
+        key = str(prompt.image)
         if key not in self._namings:
             self._namings[key] = self.namer.name([prompt.image])[0]
         return self._namings[key]
