@@ -35,7 +35,9 @@ data: setup
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_DATA); \
 	else echo "not root: install these Debian packages first: $(APT_DATA)"; fi
 	$(VENV)/bin/promptsep data build --out $(DATA) --seed $(SEED)
-	for split in val test; do $(VENV)/bin/promptsep data clipart --manifest $(DATA)/$$split.jsonl --out $(DATA)/$${split}_clipart.jsonl; done
+	for split in val test; do $(VENV)/bin/promptsep data clipart --manifest $(DATA)/$$split.jsonl --out $(DATA)/$${split}_clipart.jsonl; \
+		for style in photos drawings; do $(VENV)/bin/promptsep data gcompris --pictures $$style --manifest $(DATA)/$$split.jsonl \
+			--out $(DATA)/$${split}_$$style.jsonl; done; done
 	cat $(DATA)/report.md
 
 EXAMPLE := promptsep_assets/examples

@@ -52,14 +52,40 @@ def register(commands: argparse._SubParsersAction, train_commands: argparse._Sub
         "--extra-pictures; no probe picture is among them)",
     )
     clip.set_defaults(func=_run_clipart)
+    gcompris = actions.add_parser(
+        "gcompris",
+        help="a split's mixtures prompted with GCompris photos or drawings (a picture-style probe)",
+        description="Write a manifest of the lines of MANIFEST whose category has a GCompris picture (Debian's "
+        "gcompris-qt-data): photos (Wikimedia photographs of farm and world animals) or drawings (cartoons of the "
+        "vocabulary activity), each with one of them as its picture prompt instead of the data engine's emoji or "
+        "stamp; text prompts and audio stay as they are. Benchmark it to see how picture prompts fare on a photo.",
+    )
+    gcompris.add_argument("--manifest", required=True, help="data-engine manifest to re-prompt (e.g. data/test.jsonl)")
+    gcompris.add_argument("--out", required=True, help="manifest to write, beside MANIFEST (e.g. data/test_photos.jsonl)")
+    gcompris.add_argument("--pictures", choices=["photos", "drawings"], default="photos",
+                          help="which GCompris pictures (default photos)")
+    gcompris.add_argument("--root", default="/", help="folder the installed packages live under (tests use fakes)")
+    gcompris.add_argument("--seed", type=int, default=0, help="seed of the picture chosen per mixture (default 0)")
+    gcompris.set_defaults(func=_run_gcompris)
 
 
 def _run_clipart(args: argparse.Namespace) -> int:
     from dataengine.clipart import build_clipart_probe
 
-    counts = build_clipart_probe(args.manifest, args.out, root=args.root, seed=args.seed, half=args.pictures)
+    return _report_probe(args.out, build_clipart_probe(args.manifest, args.out, root=args.root, seed=args.seed,
+                                                       half=args.pictures))
+
+
+def _run_gcompris(args: argparse.Namespace) -> int:
+    from dataengine.gcompris import build_gcompris_probe
+
+    return _report_probe(args.out, build_gcompris_probe(args.manifest, args.out, style=args.pictures, root=args.root,
+                                                        seed=args.seed))
+
+
+def _report_probe(out: str, counts: dict) -> int:
     print(
-        f"wrote {args.out}: {counts['written']} of {counts['read']} mixtures, {counts['categories']} categories, "
+        f"wrote {out}: {counts['written']} of {counts['read']} mixtures, {counts['categories']} categories, "
         f"{counts['pictures']} distinct pictures"
     )
     return 0

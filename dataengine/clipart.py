@@ -1,10 +1,6 @@
-"""A picture-style probe: the split's mixtures prompted with Open Clip Art pictures instead of the data engine's own.
-
-The data engine's picture prompts are emoji and Tux Paint stamps, and the visual tower learnt from those styles. How
-picture prompts fare on a picture drawn by someone else (a user's photo or drawing) is measured here: every mixture of
-a split whose target category has Open Clip Art pictures (Debian's ``openclipart-png``, public domain) gets one of them
-as its picture, and the rest of its line stays as it was, so the probe's picture results sit beside the same mixtures'
-text results. No picture of the library is trained on.
+"""A picture-style probe (:mod:`dataengine.reprompt`) with Open Clip Art pictures (Debian's ``openclipart-png``,
+public domain): drawings by many hands, none of them in the data engine's emoji and stamp styles. Every mixture of a
+split whose target category has clip art gets one of them as its picture. No picture of the library is trained on.
 
 Matching is by file name within a folder of the collection (English and Italian names; the table below is curated by
 hand: a category only gets pictures whose name says what they show).
@@ -12,15 +8,11 @@ hand: a category only gets pictures whose name says what they show).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from dataengine.images import copy_picture
-from dataengine.manifest import read_manifest
-from dataengine.seeding import keyed_rng
+from dataengine.reprompt import ProbePicture, reprompt
 from encoders.errors import PromptsepError
-from encoders.files import staged
 
 CLIPART_ROOT = "usr/share/openclipart/png"
 FOLDER = "openclipart"  # under the data folder's images/
@@ -88,34 +80,21 @@ def build_clipart_probe(
     manifest: str | Path, out: str | Path, root: str | Path = "/", seed: int = 0, half: str = "probe"
 ) -> dict:
     """Write ``out`` (JSONL): the lines of ``manifest`` whose category has clip art in ``half`` (:func:`half_of`),
-    each with one of those pictures (chosen per mixture, reproducibly from ``seed``), copied beside the manifest under
-    ``images/openclipart``. The probe half re-prompts val/test mixtures; the train half gives
-    ``train encoders --extra-pictures`` pictures no probe uses.
+    each with one of those pictures (:func:`dataengine.reprompt.reprompt`, under ``images/openclipart``). The probe
+    half re-prompts val/test mixtures; the train half gives ``train encoders --extra-pictures`` pictures no probe uses.
 
     Returns counts: lines read, lines written, categories and distinct pictures used.
 
     Raises:
         PromptsepError: the manifest is missing, or no clip art is installed under ``root``.
     """
-    manifest, out = Path(manifest), Path(out)
-    rows = read_manifest(manifest, resolve=False)  # the lines as written: the probe keeps their relative paths
     everything = list_clipart(root)
     if not everything:
         raise PromptsepError(
             f"no Open Clip Art pictures under {Path(root) / CLIPART_ROOT} (install the Debian package openclipart-png)"
         )
-    pictures = half_of(everything, half)
-    written, used = [], set()
-    for row in rows:
-        choices = pictures.get(row.get("category"))
-        if not choices:
-            continue
-        source = choices[int(keyed_rng(seed, "clipart", row["id"]).integers(len(choices)))]
-        relative = Path("images") / FOLDER / f"{row['category'].replace(' ', '-')}_{everything[row['category']].index(source)}.png"
-        copy_picture(source, manifest.parent / relative, crop=True)
-        used.add(relative)
-        written.append({**row, "image": str(relative), "video": None})
-    with staged(out) as temp:
-        Path(temp).write_text("".join(json.dumps(row) + "\n" for row in written))
-    categories = sorted({row["category"] for row in written})
-    return {"read": len(rows), "written": len(written), "categories": len(categories), "pictures": len(used)}
+    pictures = {
+        category: [ProbePicture(path, f"{category.replace(' ', '-')}_{everything[category].index(path)}.png") for path in paths]
+        for category, paths in half_of(everything, half).items()
+    }
+    return reprompt(manifest, out, pictures, FOLDER, salt="clipart", seed=seed)

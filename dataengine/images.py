@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +84,13 @@ def render_emoji_set(out: Path, root: Path, seed: int, variants: int = VARIANTS,
     return result
 
 
-def copy_picture(source: Path, destination: Path, size: int = IMAGE_SIZE, crop: bool = False) -> None:
-    """Copy a stamp picture as an RGB PNG on white, fitted into ``size`` x ``size`` (made smaller, never larger);
-    ``crop``: cut it to its drawing (the bounding box of its opaque pixels) and scale that to fit, larger or smaller,
-    for pictures drawn small on a large transparent page."""
+def copy_picture(source: Path | bytes, destination: Path, size: int = IMAGE_SIZE, crop: bool = False) -> None:
+    """Copy a stamp picture (a file, or an image file's bytes) as an RGB PNG on white, fitted into ``size`` x ``size``
+    (made smaller, never larger); ``crop``: cut it to its drawing (the bounding box of its opaque pixels) and scale
+    that to fit, larger or smaller, for pictures drawn small on a large transparent page."""
     if destination.exists():
         return
-    with Image.open(source) as picture:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as picture:
         picture = picture.convert("RGBA")
         box = picture.getchannel("A").getbbox() if crop else None
         if box:

@@ -485,3 +485,52 @@ def test_clipart_probe_reprompts_the_mixtures_whose_category_has_clip_art(tmp_pa
     assert {r["image"] for r in train_rows}.isdisjoint({r["image"] for r in rows})
     assert main([*args[:-2], "--root", str(tmp_path / "empty"), "--out", str(data / "c.jsonl")]) != 0
     assert not (data / "c.jsonl").exists()
+
+
+def test_gcompris_probe_reads_photos_from_the_archives(tmp_path):
+    """`promptsep data gcompris`: pictures of the table are read out of the .rcc archives (other entries and
+    other archives ignored), mapped to their categories, fitted on white, and only lines of those categories kept;
+    a style without installed pictures is an error that writes nothing."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from app.cli import main
+    from dataengine.gcompris import RCC_ROOT, list_gcompris_pictures
+    from dataengine.rcc import build_rcc
+
+    def webp(colour, size=(300, 200)):
+        buffer = io.BytesIO()
+        Image.new("RGB", size, colour).save(buffer, format="WEBP")
+        return buffer.getvalue()
+
+    rcc = tmp_path / "root" / RCC_ROOT
+    rcc.mkdir(parents=True)
+    animals = "gcompris/src/activities/explore_farm_animals/resource/animals"
+    (rcc / "explore_farm_animals.rcc").write_bytes(build_rcc({
+        f"{animals}/dog.webp": webp((200, 150, 90)), f"{animals}/dog.svg": b"<svg/>",
+        f"{animals}/giraffe.webp": webp((1, 2, 3)),  # not in the table
+    }))
+    world = "gcompris/src/activities/explore_world_animals/resource/animals"
+    (rcc / "explore_world_animals.rcc").write_bytes(build_rcc({f"{world}/jaguar.webp": webp((90, 90, 20))}))
+    found = list_gcompris_pictures(tmp_path / "root", "photos")
+    assert {c: [p.name for p in ps] for c, ps in found.items()} == {"dog": ["dog_dog.png"], "big cat": ["big-cat_jaguar.png"]}
+    assert list_gcompris_pictures(tmp_path / "root", "drawings") == {}  # no lang archive
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [{"id": f"t{k}", "audio": f"mix/t{k}.wav", "prompt": p, "image": "images/emoji/x.png", "category": c}
+             for k, (p, c) in enumerate([("a dog", "dog"), ("a lion", "big cat"), ("piano", "piano")])]
+    (data / "test.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    args = ["data", "gcompris", "--manifest", str(data / "test.jsonl"), "--root", str(tmp_path / "root")]
+    assert main([*args, "--out", str(data / "p.jsonl")]) == 0
+    rows = [json.loads(line) for line in (data / "p.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["image"], r["video"]) for r in rows] == [
+        ("t0", "images/gcompris-photos/dog_dog.png", None), ("t1", "images/gcompris-photos/big-cat_jaguar.png", None)]
+    picture = Image.open(data / rows[0]["image"])
+    assert picture.size == (160, 160)
+    assert max(abs(a - b) for a, b in zip(picture.getpixel((80, 80)), (200, 150, 90), strict=True)) <= 3  # lossy webp
+    assert picture.getpixel((80, 2)) == (255, 255, 255)  # a 3:2 photo fitted on white
+    assert main([*args, "--pictures", "drawings", "--out", str(data / "d.jsonl")]) != 0
+    assert not (data / "d.jsonl").exists()
