@@ -115,6 +115,13 @@ def register(commands, train_commands) -> None:
         "unlike the training ones still read as their subject (0: off, the shipped towers' recipe)",
     )
     t.add_argument(
+        "--image-scenes",
+        default="",
+        metavar="DIR",
+        help="folder of photos (PNG, JPEG, WebP): half of the backgrounds --image-background repaints become a random "
+        "one of them instead of a flat colour, so the tower learns to find the subject in front of a real place",
+    )
+    t.add_argument(
         "--extra-pictures",
         default="",
         metavar="MANIFEST",
@@ -297,6 +304,7 @@ def run_train(args) -> int:
         train_audio=not args.freeze_audio,
         image_background=args.image_background,
         image_style=args.image_style,
+        image_scenes=args.image_scenes,
         extra_pictures=args.extra_pictures,
         init=args.init,
     )

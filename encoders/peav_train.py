@@ -76,6 +76,7 @@ class EncoderTrainConfig:
     image_shift: int = 6
     image_background: float = 0.0  # share of training pictures whose solid background is repainted a random colour
     image_style: float = 0.0  # share of training pictures restyled: colour jitter or greyscale, zoom, blur
+    image_scenes: str = ""  # folder of photos: half of the repainted backgrounds become a random one of them
     extra_pictures: str = ""  # JSONL manifest (image, category per line): more training pictures for their categories
     weight_audio_text: float = 1.0
     weight_audio_category: float = 1.0
@@ -405,8 +406,10 @@ def crop_latents(latents: list[Tensor], frames: int, rng, noise: float) -> Tenso
     return out
 
 
-def repaint_background(images: Tensor, rng, share: float, tolerance: float = 0.25) -> Tensor:
-    """Repaint the solid background of a ``share`` of ``(B, 3, S, S)`` images (values in [-1, 1]) a random colour.
+def repaint_background(images: Tensor, rng, share: float, tolerance: float = 0.25, scenes: Tensor | None = None) -> Tensor:
+    """Repaint the solid background of a ``share`` of ``(B, 3, S, S)`` images (values in [-1, 1]) a random colour,
+    or, for half of them when ``scenes`` (``(K, 3, S, S)``, same range) are given, a random scene (mirrored at
+    random), so that the drawing stands in front of a photographed place.
 
     The background is every pixel within ``tolerance`` (summed over channels) of the top-left corner's colour, as
     in the data engine's emoji (a flat tint) and stamps (white). A tower that keyed on that tint has to read the
@@ -419,9 +422,33 @@ def repaint_background(images: Tensor, rng, share: float, tolerance: float = 0.2
             continue
         corner = images[i, :, :1, :1]
         background = (images[i] - corner).abs().sum(0) < tolerance
-        colour = torch.as_tensor(rng.uniform(-1.0, 1.0, size=3), dtype=images.dtype)
-        out[i] = torch.where(background, colour[:, None, None], images[i])
+        if scenes is not None and len(scenes) and rng.random() < 0.5:
+            fill = scenes[int(rng.integers(len(scenes)))].to(images.dtype)
+            fill = fill.flip(-1) if rng.random() < 0.5 else fill
+        else:
+            fill = torch.as_tensor(rng.uniform(-1.0, 1.0, size=3), dtype=images.dtype)[:, None, None]
+        out[i] = torch.where(background, fill, images[i])
     return out
+
+
+def load_scenes(folder: str | Path, prep: VisualPreprocessing) -> Tensor:
+    """``--image-scenes``: the pictures of ``folder`` (PNG, JPEG, WebP), each cut to its centred square, as
+    ``(K, 3, S, S)``.
+
+    Raises:
+        PromptsepError: the folder holds no picture.
+    """
+    from PIL import Image, ImageOps
+
+    paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+    if not paths:
+        raise PromptsepError(f"{folder}: no scene pictures (.png, .jpg, .webp) for --image-scenes")
+    side = prep.image_size
+    squares = []
+    for path in paths:
+        with Image.open(path) as picture:
+            squares.append(ImageOps.fit(picture.convert("RGB"), (side, side), Image.LANCZOS))
+    return load_image_frames(squares, prep)[:, 0]
 
 
 def restyle_images(images: Tensor, rng, share: float) -> Tensor:
@@ -452,11 +479,12 @@ def restyle_images(images: Tensor, rng, share: float) -> Tensor:
     return out
 
 
-def augment_images(images: Tensor, shift: int, rng, background: float = 0.0, style: float = 0.0) -> Tensor:
+def augment_images(images: Tensor, shift: int, rng, background: float = 0.0, style: float = 0.0,
+                   scenes: Tensor | None = None) -> Tensor:
     """Random translation (white fill) and horizontal flip of ``(B, 3, S, S)`` images, after repainting the
-    background of a ``background`` share of them (:func:`repaint_background`) and restyling a ``style`` share
-    (:func:`restyle_images`)."""
-    images = restyle_images(repaint_background(images, rng, background), rng, style)
+    background of a ``background`` share of them (:func:`repaint_background`, with ``scenes``) and restyling a
+    ``style`` share (:func:`restyle_images`)."""
+    images = restyle_images(repaint_background(images, rng, background, scenes=scenes), rng, style)
     if shift <= 0:
         return images
     size = images.shape[-1]
@@ -632,10 +660,12 @@ def training_step(
     rng,
     fuse: bool = True,
     extra: ExtraAudio | None = None,
+    scenes: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Losses of one batch (see the module docstring for the pairs).
 
     ``extra``: up to ``cfg.extra_batch`` of its items join the audio-text and audio-category terms.
+    ``scenes``: backgrounds for :func:`repaint_background` (``cfg.image_scenes``, loaded by :func:`load_scenes`).
     With ``cfg.train_visual`` off the visual tower's own terms (visual-text, visual-category) are
     skipped; :func:`train_encoders` has frozen its weights. With ``cfg.train_audio`` off only the
     terms that reach the visual tower directly remain (visual-text, visual-category, audio-visual
@@ -669,7 +699,7 @@ def training_step(
     rows = [k for k, image in enumerate(image_ids) if image >= 0]
     if rows:
         images = torch.stack([cache.images[image_ids[k]].float() for k in rows])
-        frames = augment_images(images, cfg.image_shift, rng, cfg.image_background, cfg.image_style).unsqueeze(1).to(device)
+        frames = augment_images(images, cfg.image_shift, rng, cfg.image_background, cfg.image_style, scenes).unsqueeze(1).to(device)
         video_pool, video = forward_video(encoder, frames)  # no graph when train_encoders froze the tower
         index = torch.tensor(rows, device=device)
         same_v = same[index][:, index]
@@ -845,6 +875,7 @@ def train_encoders(
     if cfg.extra_pictures:
         _add_extra_pictures(sampler, cache, Path(cfg.extra_pictures), encoder.config.visual)
     extra_audio = ExtraAudio(extra, cache) if extra else None
+    scenes = load_scenes(cfg.image_scenes, encoder.config.visual) if cfg.image_scenes else None
     eval_split = "val" if "val" in cache.clip_splits else "test"
     encoder.config.visual_trained = bool(cache.images.shape[0] > 0)
     started = time.monotonic()
@@ -859,7 +890,7 @@ def train_encoders(
         for group, peak in zip(optimizer.param_groups, peak_rates, strict=True):
             group["lr"] = peak * factor
         losses = training_step(
-            encoder, cache, sampler, cfg, text, rng, fuse=step % cfg.fusion_every == 0, extra=extra_audio
+            encoder, cache, sampler, cfg, text, rng, fuse=step % cfg.fusion_every == 0, extra=extra_audio, scenes=scenes
         )
         optimizer.zero_grad(set_to_none=True)
         if losses["total"].requires_grad:  # a visual-only run has nothing to learn from a batch without pictures

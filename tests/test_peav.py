@@ -516,6 +516,40 @@ def test_repaint_background_changes_only_the_flat_tint():
     torch.testing.assert_close(shifted, out)  # no shift: the repaint alone
 
 
+def test_repaint_background_with_scenes_puts_the_drawing_in_front_of_a_photo(tmp_path):
+    """`train encoders --image-scenes DIR`: the folder's pictures load as centred squares; about half the repainted
+    backgrounds become a scene (mirrored or not), the rest a flat colour; the drawing keeps its pixels; an empty
+    folder is refused."""
+    import numpy as np
+    from PIL import Image
+
+    from encoders.errors import PromptsepError
+    from encoders.peav_train import load_scenes, repaint_background
+    from encoders.prompts import VisualPreprocessing
+
+    prep = VisualPreprocessing(image_size=8)
+    stripes = Image.new("RGB", (24, 8), (250, 250, 250))
+    for x in range(0, 24, 2):
+        stripes.paste((0, 0, 0), (x, 0, x + 1, 8))
+    stripes.save(tmp_path / "scene.png")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    scenes = load_scenes(tmp_path, prep)
+    assert scenes.shape == (1, 3, 8, 8)
+    images = torch.full((40, 3, 8, 8), 0.6)
+    images[:, :, 2:6, 2:6] = -0.8
+    drawing = torch.zeros(8, 8, dtype=torch.bool)
+    drawing[2:6, 2:6] = True
+    out = repaint_background(images, np.random.default_rng(0), 1.0, scenes=scenes)
+    assert torch.equal(out[:, :, drawing], images[:, :, drawing])
+    scene_backgrounds = [i for i in range(40) if not torch.allclose(out[i, :, 0, 0], out[i, :, 0, 1])]
+    assert 10 <= len(scene_backgrounds) <= 30
+    for i in scene_backgrounds:
+        assert torch.equal(out[i][:, ~drawing], scenes[0][:, ~drawing]) or torch.equal(out[i][:, ~drawing], scenes[0].flip(-1)[:, ~drawing])
+    (tmp_path / "scene.png").unlink()
+    with pytest.raises(PromptsepError, match="no scene pictures"):
+        load_scenes(tmp_path, prep)
+
+
 def test_restyle_images_keeps_the_shape_and_range_and_greys_some_pictures():
     """`train encoders --image-style`: share 0 leaves every picture as it is; share 1 changes every one, stays in the
     normalised range, turns some into greyscale (three equal channels) and is reproducible from the seed."""
