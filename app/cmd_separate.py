@@ -83,7 +83,8 @@ def register(commands, train_commands) -> None:
     )
     p.add_argument("files", nargs="*", type=Path, help="audio or video files")
     p.add_argument("--prompt", "-p", action="append", default=[], help="text prompt; repeat for several targets")
-    p.add_argument("--image", action="append", default=[], type=Path, help="picture of the source (one more target each)")
+    p.add_argument("--image", action="append", default=[], type=Path, help="picture of the source (one more target each); the default bundle "
+                   "reads emoji-like drawings, not photographs: give a photo's sound as --prompt text instead")
     p.add_argument("--video", action="append", default=[], type=Path, help="video of the source (one more target each)")
     p.add_argument("--span", action="append", default=[], type=_parse_span, help="START:END seconds where the target sounds; applies to every prompt")
     p.add_argument("--manifest", type=Path, help="JSONL manifest (DESIGN.md format) instead of FILE/--prompt")
