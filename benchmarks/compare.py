@@ -6,6 +6,12 @@ resamples whole pictures (mixtures prompted by one picture succeed or fail toget
 draws) and a line per picture source (the folder the picture lies in, e.g. ``emoji``, ``tuxpaint``).
 
     python -m benchmarks.compare BASE.json CAND.json [--manifest M] [--json OUT]
+
+``--pair CAND_SYSTEM:BASE_SYSTEM`` compares two different systems instead, e.g. a picture probe's picture prompts
+(``data/test_photos.jsonl``) against the same mixtures' text prompts in the full split's run:
+
+    python -m benchmarks.compare TEST600.json PHOTOS.json --manifest data/test_photos.jsonl \
+        --pair promptsep_visual:promptsep_text
 """
 
 from __future__ import annotations
@@ -26,21 +32,27 @@ def picture_source(path: str | None) -> str | None:
     return Path(path).parent.name or None if path else None
 
 
-def compare(base: dict, cand: dict, rows: dict[str, dict], resamples: int = 4000) -> list[dict]:
+def compare(base: dict, cand: dict, rows: dict[str, dict], resamples: int = 4000,
+            pairs: list[tuple[str, str]] | None = None) -> list[dict]:
     """One record per system scored in both: medians, means, the paired difference and, for picture prompts, the
     picture-clustered interval and the difference per picture source.
 
     Args:
         base, cand: ``benchmarks.separation`` JSON results.
         rows: manifest lines by id (their ``image`` names each picture prompt).
+        pairs: ``(candidate system, base system)`` to compare instead of each system with itself; a record's
+            ``system`` is then ``"CAND - BASE"``.
     """
     a, b = si_sdri_by_system(base["items"]), si_sdri_by_system(cand["items"])
+    if pairs is None:
+        pairs = [(system, system) for system in sorted(set(a) & set(b))]
     records = []
-    for system in sorted(set(a) & set(b)):
-        ids = sorted(set(a[system]) & set(b[system]))
+    for cand_system, base_system in pairs:
+        ids = sorted(set(a.get(base_system, {})) & set(b.get(cand_system, {})))
         if not ids:
             continue
-        x, y = [b[system][i] for i in ids], [a[system][i] for i in ids]
+        x, y = [b[cand_system][i] for i in ids], [a[base_system][i] for i in ids]
+        system = cand_system if cand_system == base_system else f"{cand_system} - {base_system}"
         record = {
             "system": system, "n": len(ids),
             "base_median": float(np.median(y)), "base_mean": float(np.mean(y)),
@@ -48,7 +60,7 @@ def compare(base: dict, cand: dict, rows: dict[str, dict], resamples: int = 4000
             "difference": paired_difference(x, y, resamples=resamples),
         }
         pictures = [rows.get(i, {}).get("image") for i in ids]
-        if "visual" in system and all(pictures):
+        if "visual" in cand_system and all(pictures):
             record["by_picture"] = paired_difference(x, y, resamples=resamples, clusters=pictures)
             sources = defaultdict(list)
             for k, picture in enumerate(pictures):
@@ -95,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("base", type=Path, help="benchmarks.separation --json result of the reference")
     parser.add_argument("candidate", type=Path, help="the same benchmark of the candidate")
     parser.add_argument("--manifest", type=Path, default=None, help="the manifest both ran on (default: the one the base names)")
+    parser.add_argument(
+        "--pair", action="append", default=[], metavar="CAND_SYSTEM:BASE_SYSTEM",
+        help="compare the candidate's CAND_SYSTEM with the base's BASE_SYSTEM (repeatable; default: each system "
+        "both scored with itself), e.g. promptsep_visual:promptsep_text",
+    )
     parser.add_argument("--resamples", type=int, default=4000, help="bootstrap resamples")
     parser.add_argument("--json", type=Path, default=None, help="also write the records here")
     return parser
@@ -111,8 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     if not manifest.is_file():
         print(f"manifest {manifest} not found; give --manifest", file=sys.stderr)
         return 2
+    pairs = [tuple(pair.split(":", 1)) for pair in args.pair]
+    if any(len(pair) != 2 or not all(pair) for pair in pairs):
+        print(f"--pair takes CAND_SYSTEM:BASE_SYSTEM, got {args.pair}", file=sys.stderr)
+        return 2
     rows = {row["id"]: row for row in read_manifest(manifest)}
-    records = compare(base, cand, rows, resamples=args.resamples)
+    records = compare(base, cand, rows, resamples=args.resamples, pairs=pairs or None)
     if not records:
         print("the two results share no system and mixture", file=sys.stderr)
         return 2

@@ -65,3 +65,27 @@ def test_compare_pairs_by_id_and_splits_picture_prompts_by_source(tmp_path, caps
     assert main([str(tmp_path / "base.json"), str(tmp_path / "other.json")]) == 2
     assert "different manifests" in capsys.readouterr().err
     assert picture_source("images/emoji/bell_0.png") == "emoji" and picture_source(None) is None
+
+
+def test_compare_pairs_two_systems_on_a_probe_manifest(tmp_path, capsys):
+    """`--pair promptsep_visual:promptsep_text`: a probe's picture prompts against the full run's text prompts, on
+    the mixtures the probe manifest holds, clustered by the probe's pictures."""
+    probe = [{"id": f"m{k}", "image": f"images/gcompris-photos/p{k % 2}.png"} for k in range(4)]
+    manifest = tmp_path / "test_photos.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in probe))
+    full = _result("test.jsonl", {"promptsep_text": {f"m{k}": 3.0 + k for k in range(6)},
+                                  "promptsep_visual": {f"m{k}": 1.0 for k in range(6)}})
+    photos = _result(str(manifest), {"promptsep_visual": {f"m{k}": 0.5 for k in range(4)}})
+    (tmp_path / "full.json").write_text(json.dumps(full))
+    (tmp_path / "photos.json").write_text(json.dumps(photos))
+    args = [str(tmp_path / "full.json"), str(tmp_path / "photos.json"), "--manifest", str(manifest)]
+    assert main([*args, "--pair", "promptsep_visual:promptsep_text", "--pair", "promptsep_visual:promptsep_visual",
+                 "--json", str(tmp_path / "out.json")]) == 0
+    records = {r["system"]: r for r in json.loads((tmp_path / "out.json").read_text())}
+    versus_text = records["promptsep_visual - promptsep_text"]
+    assert versus_text["n"] == 4 and versus_text["difference"]["mean"] == pytest.approx(0.5 - 4.5)
+    assert versus_text["by_picture"]["clusters"] == 2
+    assert records["promptsep_visual"]["difference"]["mean"] == pytest.approx(-0.5)
+    capsys.readouterr()
+    assert main([*args, "--pair", "promptsep_visual"]) == 2
+    assert "CAND_SYSTEM:BASE_SYSTEM" in capsys.readouterr().err
