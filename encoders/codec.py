@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -260,26 +261,28 @@ class Codec(nn.Module):
         super().__init__()
         self.config = config or CodecConfig()
         c = self.config
-        features = c.encoder_features
-        self.encoder = Encoder(c.encoder_dim, list(c.encoder_rates), features)
-        self.quantizer = VAEBottleneck(features, c.latent_dim, c.min_scale)
-        if c.decoder_head == "waveform":
-            if math.prod(c.decoder_rates) != c.hop_length:
-                raise WeightsError(
-                    f"codec config: decoder_rates {c.decoder_rates} must upsample by the hop {c.hop_length}"
+        with warnings.catch_warnings():  # descript-audio-codec's WNConv1d uses the deprecated weight_norm
+            warnings.filterwarnings("ignore", message=r".*weight_norm.* is deprecated", category=FutureWarning)
+            features = c.encoder_features
+            self.encoder = Encoder(c.encoder_dim, list(c.encoder_rates), features)
+            self.quantizer = VAEBottleneck(features, c.latent_dim, c.min_scale)
+            if c.decoder_head == "waveform":
+                if math.prod(c.decoder_rates) != c.hop_length:
+                    raise WeightsError(
+                        f"codec config: decoder_rates {c.decoder_rates} must upsample by the hop {c.hop_length}"
+                    )
+                self.decoder = Decoder(features, c.decoder_dim, list(c.decoder_rates))
+            elif c.decoder_head == "istft":
+                if c.hop_length % math.prod(c.decoder_rates) or c.stft_size < c.stft_hop:
+                    raise WeightsError(
+                        f"codec config: decoder_rates {c.decoder_rates} must divide the hop {c.hop_length} "
+                        f"and n_fft {c.stft_size} must be at least the STFT hop {c.stft_hop}"
+                    )
+                self.decoder = SpectralDecoder(
+                    features, c.decoder_dim, list(c.decoder_rates), c.stft_size, c.stft_hop
                 )
-            self.decoder = Decoder(features, c.decoder_dim, list(c.decoder_rates))
-        elif c.decoder_head == "istft":
-            if c.hop_length % math.prod(c.decoder_rates) or c.stft_size < c.stft_hop:
-                raise WeightsError(
-                    f"codec config: decoder_rates {c.decoder_rates} must divide the hop {c.hop_length} "
-                    f"and n_fft {c.stft_size} must be at least the STFT hop {c.stft_hop}"
-                )
-            self.decoder = SpectralDecoder(
-                features, c.decoder_dim, list(c.decoder_rates), c.stft_size, c.stft_hop
-            )
-        else:
-            raise WeightsError(f"codec config: unknown decoder_head {c.decoder_head!r} (waveform or istft)")
+            else:
+                raise WeightsError(f"codec config: unknown decoder_head {c.decoder_head!r} (waveform or istft)")
         _use_eager_snake(self)
 
     # ------------------------------------------------------------------ properties

@@ -285,7 +285,15 @@ def _l2(x: Tensor) -> Tensor:
 
 def _load_minilm_into(text_model: nn.Module) -> None:
     """Copy all-MiniLM-L6-v2's weights into a ``BertModel`` built from its config."""
-    source = BertModel.from_pretrained(minilm_dir(), local_files_only=True)
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar for 103 tensors on every run
+    try:
+        source = BertModel.from_pretrained(minilm_dir(), local_files_only=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     missing, unexpected = text_model.load_state_dict(source.state_dict(), strict=False)
     if missing or unexpected:
         raise WeightsError(

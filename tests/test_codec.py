@@ -344,3 +344,16 @@ def test_train_codec_lowers_the_mel_loss_and_resumes(tmp_path):
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 21
     with pytest.raises(PromptsepError, match="no training audio"):
         train_codec(tmp_path / "empty", config, audio_dirs=[])
+
+
+def test_building_a_codec_does_not_warn_about_dac_weight_norm():
+    """descript-audio-codec's layers use torch's deprecated weight_norm; every CLI run built a codec and printed that
+    FutureWarning. The codec silences that one warning while it builds its modules, and only that one."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_codec()
+        torch.nn.utils.weight_norm(torch.nn.Linear(2, 2))  # outside the codec the warning still shows
+    messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert len(messages) == 1 and "weight_norm" in messages[0]
