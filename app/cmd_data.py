@@ -8,9 +8,9 @@ from pathlib import Path
 
 def _run_build(args: argparse.Namespace) -> int:
     from dataengine.build import BuildConfig, build
-    from dataengine.sources import SOURCES
+    from dataengine.sources import DEFAULT_SOURCES
 
-    names = tuple(s.strip() for s in args.sources.split(",") if s.strip()) if args.sources else tuple(SOURCES)
+    names = tuple(s.strip() for s in args.sources.split(",") if s.strip()) if args.sources else DEFAULT_SOURCES
     config = BuildConfig(out=Path(args.out), seed=args.seed, sources=names, rate=args.rate, small=args.small,
                          root=Path(args.root), workers=args.workers)
     result = build(config)
@@ -28,7 +28,13 @@ def register(commands: argparse._SubParsersAction, train_commands: argparse._Sub
     parser = actions.add_parser("build", help="build or update the data set from installed Debian/pip packages")
     parser.add_argument("--out", required=True, help="output folder (e.g. data)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, mixtures and choices (default 0)")
-    parser.add_argument("--sources", default="", help=f"comma-separated subset of: {','.join(SOURCES)}")
+    held_out = [name for name, source in SOURCES.items() if source.held_out]
+    parser.add_argument(
+        "--sources", default="",
+        help=f"comma-separated subset of: {','.join(SOURCES)} (default: all but the held-out {','.join(held_out)}, "
+        "which a build only reads when named, e.g. `--sources hedgewars --out data/heldout`: mixtures of sounds, "
+        "voices and rooms no shipped model heard)",
+    )
     parser.add_argument("--rate", type=int, default=16_000, help="sample rate of clips and mixtures (default 16000)")
     parser.add_argument("--small", action="store_true", help="a few clips per source and few mixtures (< 2 min)")
     parser.add_argument("--root", default="/", help="folder the installed packages live under (tests use fakes)")

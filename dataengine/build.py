@@ -30,7 +30,7 @@ from dataengine.audio import ProcessConfig, process
 from dataengine.images import copy_picture, emoji_paths, render_emoji_set
 from dataengine.library import load_library
 from dataengine.mixing import ClipCache, group_by_category, make_mixture
-from dataengine.sources import SOURCES, RawItem, Source, licence_of, load_item, slug
+from dataengine.sources import DEFAULT_SOURCES, SOURCES, RawItem, Source, licence_of, load_item, slug
 from dataengine.vocabulary import CATEGORIES, RULES, av_caption, captions, visual_caption
 from encoders.errors import PromptsepError
 
@@ -46,7 +46,7 @@ class BuildConfig:
 
     out: Path
     seed: int = 0
-    sources: tuple[str, ...] = tuple(SOURCES)
+    sources: tuple[str, ...] = DEFAULT_SOURCES  # held-out sources only when named
     rate: int = 16_000
     small: bool = False
     root: Path = Path("/")

@@ -77,6 +77,7 @@ class Source:
     extra_paths: tuple[tuple[str, str], ...] = field(default=())  # (path, apt package) needed too
     uses_rules: bool = True  # categories come from the vocabulary's keyword rules (cache key includes them)
     cohort: int = 0  # sources added later split apart from earlier ones (see build.assign_splits)
+    held_out: bool = False  # left out of the default build: a library of sounds no shipped model heard (--sources NAME)
 
     def missing(self, root: Path) -> list[str]:
         """Human lines naming what is missing for this source (empty when available)."""
@@ -614,6 +615,25 @@ def list_megaglest(root: Path, small: bool, seed: int) -> list[RawItem]:
     return _named_items("megaglest", _file_entries(base, paths, MEGAGLEST_TABLE), small)
 
 
+HEDGEWARS_DATA = "usr/share/games/hedgewars/Data"
+HEDGEWARS_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"^sounds/voices/[^/]+/laugh", "laughter"), (r"^sounds/voices/[^/]+/poisoncough", "cough"),
+    (r"^sounds/voices/[^/]+/(ooff|ow)\d", "grunt"),
+    (r"^sounds/voices/default_es/", "spanish speech"), (r"^sounds/voices/(default_ru|russian)/", "russian speech"),
+    (r"^sounds/voices/", None),  # English packs: one actor each, whose voice the file names do not say
+    (r"hog|rubberduck_die|suddendeath|shutterclick|valkyries|firepunch|knife", None),
+    (r"shotgunfire|minigun", "gunshot"), (r"/steps$", "footsteps"), (r"droplet", "water"), (r"^music/", "music"),
+)
+
+
+def list_hedgewars(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """Hedgewars' weapon and event sounds, its music, and from its voice packs (one actor each) the laughs, coughs
+    and pain grunts of every pack and all lines of the Spanish and Russian ones."""
+    base = root / HEDGEWARS_DATA
+    paths = _first_of_each_content(_audio_files(base / "Sounds") + _audio_files(base / "Music"))
+    return _named_items("hedgewars", _file_entries(base, paths, HEDGEWARS_TABLE), small)
+
+
 ZERO_AD_ARCHIVE = "usr/share/games/0ad/mods/public/public.zip"
 ZERO_AD_TABLE: tuple[tuple[str, str | None], ...] = (
     (r"^audio/(voice|interface|music)/|camel|generic|ram_|onager|ballist|siege_select|/ship/|amb_port", None),
@@ -691,8 +711,11 @@ SOURCES: dict[str, Source] = {
         Source("0ad", ("0ad-data",), (ZERO_AD_ARCHIVE,), list_0ad, "CC-BY-SA-3.0", cohort=1),
         Source("freedesktop", ("sound-theme-freedesktop",), ("usr/share/sounds/freedesktop/stereo",), list_freedesktop,
                "GPL-2+ / CC-BY-SA / CC-BY", version=2, cohort=1),
+        Source("hedgewars", ("hedgewars-data",), (HEDGEWARS_DATA,), list_hedgewars,
+               "GPL-2 / CC-BY-SA-3.0 / MIT / BSD (per file)", cohort=2, held_out=True),
     ]
 }
+DEFAULT_SOURCES: tuple[str, ...] = tuple(name for name, source in SOURCES.items() if not source.held_out)
 
 def licence_of(source: Source, root: Path) -> str:
     """The licence summary of a source's audio (from the packages' copyright files, condensed by hand)."""

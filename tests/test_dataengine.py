@@ -270,6 +270,29 @@ def test_game_sources_list_named_families_and_drop_repeats(tmp_path):
     assert sorted((i.name, i.category) for i in freedesktop) == [("bell", "bell"), ("device-added", "beep")]
 
 
+def test_hedgewars_is_held_out_and_keeps_only_voice_lines_it_can_name(tmp_path):
+    """The held-out source: left out of a default build; its voice packs give laughs, coughs and grunts from every
+    pack, every line of the Spanish and Russian packs and nothing else of the English ones; game sounds and music go
+    through the table and the vocabulary."""
+    from dataengine.build import BuildConfig
+    from dataengine.sources import DEFAULT_SOURCES, HEDGEWARS_DATA
+
+    assert SOURCES["hedgewars"].held_out and "hedgewars" not in DEFAULT_SOURCES
+    assert BuildConfig(out=tmp_path).sources == DEFAULT_SOURCES and "0ad" in DEFAULT_SOURCES
+    base = tmp_path / HEDGEWARS_DATA
+    names = ["Sounds/voices/Pirate/Laugh", "Sounds/voices/Pirate/Hello", "Sounds/voices/Pirate/Ow1",
+             "Sounds/voices/Default_es/Hello", "Sounds/voices/Russian/Byebye", "Sounds/voices/Default_uk/PoisonCough",
+             "Sounds/explosion", "Sounds/shotgunfire", "Sounds/hog_freeze", "Sounds/steps", "Music/Castle"]
+    for index, name in enumerate(names):
+        _write_tone(base / f"{name}.ogg", index, "OGG")
+    items = SOURCES["hedgewars"].lister(tmp_path, False, 0)
+    assert sorted((i.name, i.category) for i in items) == sorted([
+        ("Sounds/voices/Pirate/Laugh", "laughter"), ("Sounds/voices/Pirate/Ow1", "grunt"),
+        ("Sounds/voices/Default_es/Hello", "spanish speech"), ("Sounds/voices/Russian/Byebye", "russian speech"),
+        ("Sounds/voices/Default_uk/PoisonCough", "cough"), ("Sounds/explosion", "explosion"),
+        ("Sounds/shotgunfire", "gunshot"), ("Sounds/steps", "footsteps"), ("Music/Castle", "music")])
+
+
 def test_0ad_sounds_load_from_the_game_archive(tmp_path):
     import zipfile
 
