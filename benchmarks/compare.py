@@ -1,7 +1,7 @@
 """Paired comparison of two ``benchmarks/separation.py --json`` results on the same manifest (candidate - base).
 
 For every system both results scored: the mean SI-SDRi difference over the mixtures both scored, its 95 % bootstrap
-interval and how often the candidate is better. Picture-prompted systems (``*visual*``) also get an interval that
+interval and how often the candidate is better. Picture-prompted systems (``*visual*``, ``*both*``) also get an interval that
 resamples whole pictures (mixtures prompted by one picture succeed or fail together, so they are not independent
 draws) and a line per picture source (the folder the picture lies in, e.g. ``emoji``, ``tuxpaint``).
 
@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import markdown_table, paired_difference, read_manifest, si_sdri_by_system, write_json
+
+
+PICTURE_SYSTEMS = ("visual", "both")  # systems whose prompt holds the line's picture
 
 
 def picture_source(path: str | None) -> str | None:
@@ -60,7 +63,7 @@ def compare(base: dict, cand: dict, rows: dict[str, dict], resamples: int = 4000
             "difference": paired_difference(x, y, resamples=resamples),
         }
         pictures = [rows.get(i, {}).get("image") for i in ids]
-        if "visual" in cand_system and all(pictures):
+        if any(kind in cand_system for kind in PICTURE_SYSTEMS) and all(pictures):
             record["by_picture"] = paired_difference(x, y, resamples=resamples, clusters=pictures)
             sources = defaultdict(list)
             for k, picture in enumerate(pictures):

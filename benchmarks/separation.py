@@ -13,7 +13,7 @@ SDR/SIR/SAR for
 - ``oracle_irm``: the ideal ratio mask ``|T| / (|T| + |R|)`` on the mixture STFT, with the same STFT
   settings as the mixture-consistent output (``benchmarks.common.mask_settings``);
 - ``promptsep_text`` / ``promptsep_visual``: the shipped separator with the line's text prompt or
-  its picture (``image``);
+  its picture (``image``); ``promptsep_both``: one prompt with both (the mean of their embeddings);
 - ``convtasnet`` (oracle choice of its two outputs) and ``lass`` (text-conditioned mask net), the
   baselines trained by ``separation.baselines_train``, loaded from ``--baselines DIR/<name>``.
 
@@ -147,6 +147,10 @@ def build_systems(
                     if not row.get("prompt"):
                         return None
                     prompt = Prompt(text=row["prompt"])
+                elif kind == "both":
+                    if not (row.get("prompt") and row.get("image")):
+                        return None
+                    prompt = Prompt(text=row["prompt"], image=row["image"])
                 else:
                     if not row.get("image"):
                         return None
@@ -158,6 +162,7 @@ def build_systems(
 
         systems["promptsep_text"] = promptsep("text")
         systems["promptsep_visual"] = promptsep("visual")
+        systems["promptsep_both"] = promptsep("both")
         if unrefined is not None:
             systems["promptsep_text_unrefined"] = promptsep("text", unrefined)
             systems["promptsep_visual_unrefined"] = promptsep("visual", unrefined)
