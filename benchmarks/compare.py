@@ -1,8 +1,8 @@
 """Paired comparison of two ``benchmarks/separation.py --json`` results on the same manifest (candidate - base).
 
 For every system both results scored: the mean SI-SDRi difference over the mixtures both scored, its 95 % bootstrap
-interval and how often the candidate is better. Picture-prompted systems (``*visual*``, ``*both*``) also get an interval that
-resamples whole pictures (mixtures prompted by one picture succeed or fail together, so they are not independent
+interval and how often the candidate is better. Picture-prompted systems (``*visual*``, ``*both*``) also get an
+interval that resamples whole pictures (mixtures prompted by one picture succeed or fail together, so they are not independent
 draws) and a line per picture source (the folder the picture lies in, e.g. ``emoji``, ``tuxpaint``).
 
     python -m benchmarks.compare BASE.json CAND.json [--manifest M] [--json OUT]
@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import markdown_table, paired_difference, read_manifest, si_sdri_by_system, write_json
-
 
 PICTURE_SYSTEMS = ("visual", "both")  # systems whose prompt holds the line's picture
 
