@@ -89,8 +89,13 @@ def galleries(manifest: Path, rows: list[dict], per_category: int | None) -> dic
     return out
 
 
-def known_categories(manifest: Path, gallery_sets: dict[str, list[dict]]) -> list[str]:
-    """Categories of the whole library (the zero-shot label set), else those of the galleries."""
+def known_categories(manifest: Path, gallery_sets: dict[str, list[dict]], vocabulary: bool = False) -> list[str]:
+    """Categories of the whole library (the zero-shot label set), else those of the galleries; with ``vocabulary``,
+    all the vocabulary's names (for a held-out library that has only a few of them)."""
+    if vocabulary:
+        from dataengine.vocabulary import CATEGORIES
+
+        return sorted(CATEGORIES)
     library = manifest.parent / "library.jsonl"
     if library.is_file():
         from dataengine.library import load_library
@@ -262,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-init baseline")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="embed the first seconds of each clip")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the quality part (speed is timed on 2 and 1)")
+    parser.add_argument("--vocabulary", action="store_true",
+                        help="zero-shot against all the vocabulary's category names, not only the library's (for a "
+                        "held-out library such as data/heldout, built from one source)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -272,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     gallery_sets = galleries(args.manifest, rows, args.per_category)
     if not gallery_sets:
         raise SystemExit(f"{args.manifest}: no gallery (no library.jsonl next to it and no target/category rows)")
-    categories = known_categories(args.manifest, gallery_sets)
+    categories = known_categories(args.manifest, gallery_sets, vocabulary=args.vocabulary)
     trained = load_prompt_encoder(args.bundle).eval()
     codec_dir = args.bundle / "codec" if args.bundle is not None else None
     codec = Codec.from_pretrained(codec_dir) if codec_dir is not None and codec_dir.is_dir() else load_default_codec()

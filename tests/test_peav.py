@@ -600,3 +600,16 @@ def test_extra_pictures_join_their_categories_training_pools(codec, tmp_path, ca
     (extra / "empty.jsonl").write_text("")
     with pytest.raises(PromptsepError, match="no lines with both an image and a category"):
         train_encoders(replace(more, out=str(tmp_path / "none"), extra_pictures=str(extra / "empty.jsonl")), clips=clips, codec=codec)
+
+
+def test_encoder_benchmark_label_set_is_the_library_or_the_whole_vocabulary(tmp_path):
+    """`benchmarks.encoders`: zero-shot labels are the categories of the library next to the manifest (a held-out
+    library built from one source has few), or with --vocabulary all 80 names."""
+    from benchmarks.encoders import known_categories
+    from dataengine.vocabulary import CATEGORIES
+
+    manifest = tmp_path / "test.jsonl"
+    galleries = {"manifest targets": [{"category": "dog"}, {"category": "laughter"}, {"category": "dog"}]}
+    assert known_categories(manifest, galleries) == ["dog", "laughter"]
+    everything = known_categories(manifest, galleries, vocabulary=True)
+    assert everything == sorted(CATEGORIES) and len(everything) == 80
