@@ -647,9 +647,8 @@ ZERO_AD_TABLE: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def list_0ad(root: Path, small: bool, seed: int) -> list[RawItem]:
-    """Animals, weather, water, footsteps and battle sounds from 0 A.D.'s game archive (a zip)."""
-    archive = root / ZERO_AD_ARCHIVE
+def _zip_entries(archive: Path, table: tuple[tuple[str, str | None], ...]) -> list[tuple[str, str, dict, str]]:
+    """``_named_items`` entries for the ``audio/`` sounds of a game's zip archive that ``table`` gives a category."""
     if not archive.is_file():
         return []
     entries = []
@@ -657,10 +656,33 @@ def list_0ad(root: Path, small: bool, seed: int) -> list[RawItem]:
         members = sorted(n for n in bundle.namelist() if n.startswith("audio/") and n.endswith((".ogg", ".wav")))
     for member in members:
         relative = member.rsplit(".", 1)[0]
-        name = _pick(relative, ZERO_AD_TABLE)
+        name = _pick(relative, table)
         if name:
             entries.append((relative, name, {"archive": str(archive), "member": member}, "zip"))
-    return _named_items("0ad", entries, small)
+    return entries
+
+
+def list_0ad(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """Animals, weather, water, footsteps and battle sounds from 0 A.D.'s game archive (a zip)."""
+    return _named_items("0ad", _zip_entries(root / ZERO_AD_ARCHIVE, ZERO_AD_TABLE), small)
+
+
+WARZONE_ARCHIVE = "usr/share/games/warzone2100/base.wz"
+WARZONE_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"^audio/taunts/.*/haha", "laughter"),
+    (r"^audio/(?!sfx/)|silence|help|gmeshtdn|rocket|mortar|hwtzflgt", None),  # voice lines; launches and flights
+    (r"scream", "scream"), (r"beep\d", "beep"), (r"richet|squish", "impact"), (r"bldfall", "crash"),
+    (r"expl", "explosion"), (r"mgbar|mgheavy|mgtower|asltmg|can$|gaussgun", "gunshot"), (r"flmthrow|freroar", "fire"),
+    (r"weld|build\d|bldstart|bldloop", "tools"), (r"lsr$", "laser"), (r"vtol", "aircraft"),
+    (r"tread|hov|con-move|cyber-move|tstart|tflight|tland|thover|con-shut", "engine"), (r"splash", "water"),
+    (r"oilpump|powerhum|powerspk|steam|ecmtower|nxstower", "machine"), (r".", None),
+)
+
+
+def list_warzone(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """Warzone 2100's weapon, vehicle, building and explosion sounds, and the laughs of its three taunting voices
+    (its briefings and announcements are left out)."""
+    return _named_items("warzone2100", _zip_entries(root / WARZONE_ARCHIVE, WARZONE_TABLE), small)
 
 
 FREEDESKTOP_TABLE: tuple[tuple[str, str | None], ...] = (
@@ -713,6 +735,8 @@ SOURCES: dict[str, Source] = {
                "GPL-2+ / CC-BY-SA / CC-BY", version=2, cohort=1),
         Source("hedgewars", ("hedgewars-data",), (HEDGEWARS_DATA,), list_hedgewars,
                "GPL-2 / CC-BY-SA-3.0 / MIT / BSD (per file)", cohort=2, held_out=True),
+        Source("warzone2100", ("warzone2100-data",), (WARZONE_ARCHIVE,), list_warzone, "GPL-2+ / CC-BY-SA-3.0 / CC0",
+               cohort=2, held_out=True),
     ]
 }
 DEFAULT_SOURCES: tuple[str, ...] = tuple(name for name, source in SOURCES.items() if not source.held_out)

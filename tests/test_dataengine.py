@@ -293,6 +293,30 @@ def test_hedgewars_is_held_out_and_keeps_only_voice_lines_it_can_name(tmp_path):
         ("Sounds/shotgunfire", "gunshot"), ("Sounds/steps", "footsteps"), ("Music/Castle", "music")])
 
 
+def test_warzone_keeps_sound_effects_and_laughs_of_its_zip(tmp_path):
+    """The second held-out source reads Warzone 2100's base.wz (a zip): effects by the table (a ricochet filed under
+    explosions is an impact), the taunting voices' laughs, and no briefing or other voice line."""
+    import zipfile
+
+    from dataengine.sources import DEFAULT_SOURCES, WARZONE_ARCHIVE
+
+    assert SOURCES["warzone2100"].held_out and "warzone2100" not in DEFAULT_SOURCES
+    archive = tmp_path / WARZONE_ARCHIVE
+    archive.parent.mkdir(parents=True)
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index, member in enumerate(["audio/sfx/explons/richet1.ogg", "audio/sfx/explons/lrgexpl.ogg",
+                                        "audio/sfx/weapons/mgbar1.ogg", "audio/sfx/misc/silence.ogg",
+                                        "audio/taunts/taunt1/haha1.ogg", "audio/taunts/taunt1/gmeover1.ogg",
+                                        "audio/memressp/res1.ogg", "texpages/page.png"]):
+            buffer = io.BytesIO()
+            sf.write(buffer, _tone(index), RATE, format="OGG")
+            bundle.writestr(member, buffer.getvalue())
+    items = SOURCES["warzone2100"].lister(tmp_path, False, 0)
+    assert sorted((i.name, i.category) for i in items) == [
+        ("audio/sfx/explons/lrgexpl", "explosion"), ("audio/sfx/explons/richet1", "impact"),
+        ("audio/sfx/weapons/mgbar1", "gunshot"), ("audio/taunts/taunt1/haha1", "laughter")]
+
+
 def test_0ad_sounds_load_from_the_game_archive(tmp_path):
     import zipfile
 
