@@ -32,7 +32,7 @@ def register(commands: argparse._SubParsersAction, train_commands: argparse._Sub
     parser.add_argument(
         "--sources", default="",
         help=f"comma-separated subset of: {','.join(SOURCES)} (default: all but the held-out {','.join(held_out)}, "
-        "which a build only reads when named, e.g. `--sources hedgewars --out data/heldout`: mixtures of sounds, "
+        "which a build only reads when named, e.g. `--sources hedgewars,warzone2100 --out data/heldout`: mixtures of sounds, "
         "voices and rooms no shipped model heard)",
     )
     parser.add_argument("--rate", type=int, default=16_000, help="sample rate of clips and mixtures (default 16000)")
