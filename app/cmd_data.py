@@ -20,6 +20,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction, train_commands: argparse._SubParsersAction) -> None:
     """Add ``data build`` to the CLI."""
+    from dataengine.gcompris import STYLES
     from dataengine.sources import SOURCES
 
     data = commands.add_parser("data", help="build the offline data set (source library, mixtures, report)")
@@ -68,8 +69,7 @@ def register(commands: argparse._SubParsersAction, train_commands: argparse._Sub
     )
     gcompris.add_argument("--manifest", required=True, help="data-engine manifest to re-prompt (e.g. data/test.jsonl)")
     gcompris.add_argument("--out", required=True, help="manifest to write, beside MANIFEST (e.g. data/test_photos.jsonl)")
-    gcompris.add_argument("--pictures", choices=["photos", "drawings"], default="photos",
-                          help="which GCompris pictures (default photos)")
+    gcompris.add_argument("--pictures", choices=STYLES, default="photos", help="which GCompris pictures (default photos)")
     gcompris.add_argument("--root", default="/", help="folder the installed packages live under (tests use fakes)")
     gcompris.add_argument("--seed", type=int, default=0, help="seed of the picture chosen per mixture (default 0)")
     gcompris.set_defaults(func=_run_gcompris)
