@@ -8,9 +8,9 @@ from pathlib import Path
 
 def _run_build(args: argparse.Namespace) -> int:
     from dataengine.build import BuildConfig, build
-    from dataengine.sources import DEFAULT_SOURCES
+    from dataengine.sources import resolve_sources
 
-    names = tuple(s.strip() for s in args.sources.split(",") if s.strip()) if args.sources else DEFAULT_SOURCES
+    names = resolve_sources(args.sources)
     config = BuildConfig(out=Path(args.out), seed=args.seed, sources=names, rate=args.rate, small=args.small,
                          root=Path(args.root), workers=args.workers)
     result = build(config)
@@ -30,11 +30,14 @@ def register(commands: argparse._SubParsersAction, train_commands: argparse._Sub
     parser.add_argument("--out", required=True, help="output folder (e.g. data)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, mixtures and choices (default 0)")
     held_out = [name for name, source in SOURCES.items() if source.held_out]
+    extra = [name for name, source in SOURCES.items() if source.extra]
     parser.add_argument(
         "--sources", default="",
-        help=f"comma-separated subset of: {','.join(SOURCES)} (default: all but the held-out {','.join(held_out)}, "
-        "which a build only reads when named, e.g. `--sources hedgewars,warzone2100 --out data/heldout`: mixtures of sounds, "
-        "voices and rooms no shipped model heard)",
+        help=f"comma-separated subset of: {','.join(SOURCES)} (default: all but the held-out {','.join(held_out)} and "
+        f"the extra training sources {','.join(extra)}, which a build only reads when named. "
+        "`--sources hedgewars,warzone2100 --out data/heldout`: mixtures of sounds, voices and rooms no shipped model "
+        "heard; `--sources default,extra --out data/wide`: the default library widened by the extra sources, whose "
+        "earlier clips keep their splits)",
     )
     parser.add_argument("--rate", type=int, default=16_000, help="sample rate of clips and mixtures (default 16000)")
     parser.add_argument("--small", action="store_true", help="a few clips per source and few mixtures (< 2 min)")

@@ -78,6 +78,7 @@ class Source:
     uses_rules: bool = True  # categories come from the vocabulary's keyword rules (cache key includes them)
     cohort: int = 0  # sources added later split apart from earlier ones (see build.assign_splits)
     held_out: bool = False  # left out of the default build: a library of sounds no shipped model heard (--sources NAME)
+    extra: bool = False  # left out of the default build: a wider training library (--sources default,extra)
 
     def missing(self, root: Path) -> list[str]:
         """Human lines naming what is missing for this source (empty when available)."""
@@ -697,6 +698,98 @@ def list_freedesktop(root: Path, small: bool, seed: int) -> list[RawItem]:
     return _named_items("freedesktop", _file_entries(base, paths, FREEDESKTOP_TABLE), small)
 
 
+LINCITY_DATA = "usr/share/games/lincity-ng/sounds"
+LINCITY_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"blacksmith|^build|monumentconstruction", "tools"), (r"coalmine|oremine|industry|^mill|powercoal|recycle", "machine"),
+    (r"^fire\d", "fire"), (r"^green|^parkland", "nature"), (r"^market|sportscroud", "crowd"), (r"railtrain", "train"),
+    (r"^raze", "crash"), (r"rocketexplosion", "explosion"), (r"^trafic", "engine"), (r"^water", "water"), (r".", None),
+)
+
+
+def list_lincity(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """LinCity-NG's city loops: workshops, mines and mills, fire, parks, markets and crowds, trains, traffic, water."""
+    base = root / LINCITY_DATA
+    return _named_items("lincity", _file_entries(base, _first_of_each_content(_audio_files(base)), LINCITY_TABLE), small)
+
+
+SUPERTUX_DATA = "usr/share/games/supertux2"
+SUPERTUX_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"^music/", "music"), (r"^sounds/(coin|coins_cleared)", "coins"), (r"^sounds/door", "door"),
+    (r"^sounds/(explosion|fireworks|firecracker)", "explosion"), (r"^sounds/(fire|flame|lava)$", "fire"),
+    (r"^sounds/(grunts|hurt)$", "grunt"), (r"^sounds/(lightning|thunder)$", "thunder"), (r"^sounds/rain", "rain"),
+    (r"^sounds/saw", "tools"), (r"^sounds/(splash|splat)$", "water"), (r"^sounds/waterfall", "stream"),
+    (r"^sounds/(thud|brick)$", "impact"), (r"^sounds/icecrash", "crash"), (r"^sounds/crystallo-shatter", "glass"),
+    (r"^sounds/phone", "bell"), (r".", None),  # jingles, power-ups and Tux's voice lines
+)
+
+
+def list_supertux(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """SuperTux's music and the effects whose names say what they are (coins, doors, fire, thunder, rain, splashes)."""
+    base = root / SUPERTUX_DATA
+    paths = _first_of_each_content(_audio_files(base / "sounds") + _audio_files(base / "music"))
+    return _named_items("supertux", _file_entries(base, paths, SUPERTUX_TABLE), small)
+
+
+FREECIV_DATA = "usr/share/games/freeciv"
+FREECIV_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"^stdmusic/", "music"), (r"lrgcan|medcan|mgbar|mgheavy|mortar", "gunshot"), (r"lrgexpl|smlexpl", "explosion"),
+    (r"splash|inh2o", "water"), (r"thover|tread", "engine"), (r"foot", "footsteps"), (r"metbrk|woodbrk|wall01", "crash"),
+    (r".", None),
+)
+
+
+def list_freeciv(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """Freeciv's standard sound set (guns, cannons, explosions, engines, splashes, footsteps) and its fanfare."""
+    base = root / FREECIV_DATA
+    paths = _first_of_each_content(_audio_files(base / "stdsounds") + _audio_files(base / "stdmusic"))
+    return _named_items("freeciv", _file_entries(base, paths, FREECIV_TABLE), small)
+
+
+BZFLAG_DATA = "usr/share/games/bzflag"
+BZFLAG_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"^(boom|explosion)$", "explosion"), (r"^laser$", "laser"), (r"^(flag_alert|hunt_select)$", "beep"), (r".", None),
+)
+
+
+def list_bzflag(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """BZFlag's explosions, laser and alert beeps."""
+    base = root / BZFLAG_DATA
+    paths = _first_of_each_content(sorted(p for p in base.glob("*.wav") if p.is_file())) if base.is_dir() else []
+    return _named_items("bzflag", _file_entries(base, paths, BZFLAG_TABLE), small)
+
+
+ETR_DATA = "usr/share/games/etr"
+ETR_TABLE: tuple[tuple[str, str | None], ...] = ((r"^music/", "music"), (r"tree_hit", "impact"), (r".", None))
+
+
+def list_etr(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """Extreme Tux Racer's music and its tree crash."""
+    base = root / ETR_DATA
+    paths = _first_of_each_content(_audio_files(base / "sounds") + _audio_files(base / "music"))
+    return _named_items("etr", _file_entries(base, paths, ETR_TABLE), small)
+
+
+REDECLIPSE_DATA = "usr/share/games/redeclipse/data/sounds"
+REDECLIPSE_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"^music/", "music"), (r"wind\d?$", "wind"), (r"cavedrip|^ambience/water$|swimstep|splash|splosh", "water"),
+    (r"creek|river|waterfall", "stream"), (r"cycadas|crickets", "insect"), (r"distant_cars", "engine"),
+    (r"^ambience/fire$|burnfire|burning$|flamer/primary", "fire"), (r"forest\d", "nature"),
+    (r"ambience/(morph/)?(machine\d+|hum|pneumatic)$", "machine"), (r"rain$", "rain"), (r"stormbolts", "thunder"),
+    (r"ambience/(morph/)?door$", "door"), (r"concstep|footstep", "footsteps"), (r"player/(death|pain)", "grunt"),
+    (r"debris", "crash"), (r"(pistol|rifle|smg|shotgun)/primary", "gunshot"), (r"(plasma|zapper)/primary", "laser"),
+    (r"explode", "explosion"), (r"ricochet|thud|thwack", "impact"), (r".", None),
+)
+
+
+def list_redeclipse(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """Red Eclipse's ambient loops (wind, water, insects, forests, machines, storms), footsteps, pain, weapons,
+    explosions and music; its announcer and voice lines are left out."""
+    base = root / REDECLIPSE_DATA
+    folders = ("ambience", "music", "player", "sfx", "weapons")
+    paths = _first_of_each_content([p for folder in folders for p in _audio_files(base / folder)])
+    return _named_items("redeclipse", _file_entries(base, paths, REDECLIPSE_TABLE), small)
+
+
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in [
@@ -737,9 +830,29 @@ SOURCES: dict[str, Source] = {
                "GPL-2 / CC-BY-SA-3.0 / MIT / BSD (per file)", cohort=2, held_out=True),
         Source("warzone2100", ("warzone2100-data",), (WARZONE_ARCHIVE,), list_warzone, "GPL-2+ / CC-BY-SA-3.0 / CC0",
                cohort=2, held_out=True),
+        # extra training sources: left out of the default build, so the shipped library and its splits stay as they are
+        Source("lincity", ("lincity-ng-data",), (LINCITY_DATA,), list_lincity, "GPL-2+", cohort=3, extra=True),
+        Source("supertux", ("supertux-data",), (SUPERTUX_DATA,), list_supertux, "GPL-3+ / CC-BY-SA (per file)",
+               cohort=3, extra=True),
+        Source("freeciv", ("freeciv-data",), (FREECIV_DATA,), list_freeciv, "GPL-2+", cohort=3, extra=True),
+        Source("bzflag", ("bzflag-data",), (BZFLAG_DATA,), list_bzflag, "LGPL-2.1 / MPL-2.0", cohort=3, extra=True),
+        Source("redeclipse", ("redeclipse-data",), (REDECLIPSE_DATA,), list_redeclipse, "CC-BY-SA / CC0 / CC-BY (per file)",
+               cohort=3, extra=True),
+        Source("etr", ("extremetuxracer-data",), (ETR_DATA,), list_etr, "GPL-2+ / CC-BY-SA", cohort=3, extra=True),
     ]
 }
-DEFAULT_SOURCES: tuple[str, ...] = tuple(name for name, source in SOURCES.items() if not source.held_out)
+DEFAULT_SOURCES: tuple[str, ...] = tuple(name for name, source in SOURCES.items() if not (source.held_out or source.extra))
+EXTRA_SOURCES: tuple[str, ...] = tuple(name for name, source in SOURCES.items() if source.extra)
+
+
+def resolve_sources(text: str) -> tuple[str, ...]:
+    """Source names from a comma-separated ``--sources`` value; ``default`` stands for DEFAULT_SOURCES and ``extra``
+    for EXTRA_SOURCES (e.g. ``default,extra``: the default library widened by the extra training sources)."""
+    names: list[str] = []
+    for word in (w.strip() for w in text.split(",")):
+        group = {"default": DEFAULT_SOURCES, "extra": EXTRA_SOURCES}.get(word, (word,) if word else ())
+        names.extend(name for name in group if name not in names)
+    return tuple(names) or DEFAULT_SOURCES  # unknown names are the build's to refuse (build.check_sources)
 
 def licence_of(source: Source, root: Path) -> str:
     """The licence summary of a source's audio (from the packages' copyright files, condensed by hand)."""

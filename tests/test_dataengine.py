@@ -317,6 +317,44 @@ def test_warzone_keeps_sound_effects_and_laughs_of_its_zip(tmp_path):
         ("audio/sfx/weapons/mgbar1", "gunshot"), ("audio/taunts/taunt1/haha1", "laughter")]
 
 
+def test_extra_sources_stay_out_of_the_default_build_and_widen_it_on_request():
+    """The extra training sources are read only when named; ``default`` and ``extra`` expand to their groups, in
+    order and without repeats, and they split in a cohort of their own (the default library's clips keep theirs)."""
+    from dataengine.sources import DEFAULT_SOURCES, EXTRA_SOURCES, resolve_sources
+
+    assert set(EXTRA_SOURCES) == {"lincity", "supertux", "freeciv", "bzflag", "redeclipse", "etr"}
+    assert not set(EXTRA_SOURCES) & set(DEFAULT_SOURCES)
+    assert resolve_sources("") == DEFAULT_SOURCES
+    assert resolve_sources("default,extra,lincity") == DEFAULT_SOURCES + EXTRA_SOURCES
+    assert resolve_sources("hedgewars, default") == ("hedgewars",) + DEFAULT_SOURCES
+    cohorts = {SOURCES[name].cohort for name in EXTRA_SOURCES}
+    assert len(cohorts) == 1 and cohorts.isdisjoint({SOURCES[name].cohort for name in DEFAULT_SOURCES})
+
+
+def test_extra_sources_name_their_sounds_by_table_and_drop_the_rest(tmp_path):
+    """LinCity-NG's loops and Red Eclipse's sounds get their categories from the tables; names the tables do not
+    know are dropped instead of going to the vocabulary's keyword rules (which would file "OrganicFarm" under organ
+    and "Health" under laser); variants of one sound share a key, so they land in one split."""
+    from dataengine.sources import LINCITY_DATA, REDECLIPSE_DATA
+
+    lincity = ["TraficHigh1", "TraficHigh2", "RailTrain1", "OrganicFarm1", "Health1", "SportsCroud1", "Water3"]
+    for index, name in enumerate(lincity):
+        _write_tone(tmp_path / LINCITY_DATA / f"{name}.wav", index)
+    items = SOURCES["lincity"].lister(tmp_path, False, 0)
+    assert sorted((i.name, i.category) for i in items) == [
+        ("RailTrain1", "train"), ("SportsCroud1", "crowd"), ("TraficHigh1", "engine"), ("TraficHigh2", "engine"),
+        ("Water3", "water")]
+    assert len({i.key for i in items if i.category == "engine"}) == 1
+    redeclipse = ["ambience/nightcrickets", "ambience/morph/machine12", "ambience/morph/ambient3", "weapons/rifle/primary2",
+                  "weapons/rifle/reload", "weapons/mine/explode", "player/pain3", "announcer/victory", "music/track_01"]
+    for index, name in enumerate(redeclipse):
+        _write_tone(tmp_path / REDECLIPSE_DATA / f"{name}.ogg", index + 20, "OGG")
+    items = SOURCES["redeclipse"].lister(tmp_path, False, 0)
+    assert sorted((i.name, i.category) for i in items) == [
+        ("ambience/morph/machine12", "machine"), ("ambience/nightcrickets", "insect"), ("music/track_01", "music"),
+        ("player/pain3", "grunt"), ("weapons/mine/explode", "explosion"), ("weapons/rifle/primary2", "gunshot")]
+
+
 def test_0ad_sounds_load_from_the_game_archive(tmp_path):
     import zipfile
 
