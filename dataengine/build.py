@@ -374,7 +374,8 @@ def check_sources(names: tuple[str, ...], root: Path) -> tuple[list[Source], dic
     """Split the requested sources into available ones and missing ones (with reasons)."""
     unknown = [n for n in names if n not in SOURCES]
     if unknown:
-        raise PromptsepError(f"unknown data source(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
+        raise PromptsepError(f"unknown data source(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)} "
+                             "(or default, extra: the default and the extra training sources)")
     available, missing = [], {}
     for name in names:
         reasons = SOURCES[name].missing(root)
