@@ -110,19 +110,25 @@ class Snake(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, T)`` -> ``(B, C, T)``."""
         alpha = self.alpha
-        wave = torch.sin(alpha * x)
-        return torch.addcmul(x, wave, wave * (alpha + 1e-9).reciprocal())
+        if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad):
+            wave = torch.sin(alpha * x)
+            return torch.addcmul(x, wave, wave * (alpha + 1e-9).reciprocal())
+        # inference: one buffer instead of four (each a full activation; allocating them costs as much as the math)
+        wave = torch.mul(x, alpha).sin_().square_()
+        return wave.mul_((alpha + 1e-9).reciprocal()).add_(x)
 
 
-def _use_eager_snake(module: nn.Module) -> None:
-    """Swap every ``Snake1d`` inside ``module`` for :class:`Snake` (state-dict keys unchanged)."""
+def use_eager_snake(module: nn.Module) -> None:
+    """Swap every Snake activation inside ``module`` for :class:`Snake` (state-dict keys unchanged): DAC's
+    ``Snake1d`` and the same-named copies in transformers' DAC and PE-Audio encoders, which allocate four
+    activation-sized buffers per call where :class:`Snake` allocates one at inference."""
     for name, child in module.named_children():
-        if isinstance(child, Snake1d):
+        if isinstance(child, Snake1d) or (type(child).__name__ == "Snake1d" and isinstance(getattr(child, "alpha", None), Tensor)):
             replacement = Snake(child.alpha.shape[1])
             replacement.alpha = child.alpha
             setattr(module, name, replacement)
         else:
-            _use_eager_snake(child)
+            use_eager_snake(child)
 
 
 class VAEBottleneck(nn.Module):
@@ -283,7 +289,7 @@ class Codec(nn.Module):
                 )
             else:
                 raise WeightsError(f"codec config: unknown decoder_head {c.decoder_head!r} (waveform or istft)")
-        _use_eager_snake(self)
+        use_eager_snake(self)
 
     # ------------------------------------------------------------------ properties
     @property

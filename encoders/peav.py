@@ -371,6 +371,9 @@ class PromptEncoder(nn.Module):
 
     def __init__(self, config: PromptEncoderConfig, model: PreTrainedModel, tokenizer) -> None:
         super().__init__()
+        from encoders.codec import use_eager_snake
+
+        use_eager_snake(model)  # the audio tower's DAC front end: same weights and values, less allocation
         self.config = config
         self.model = model
         self.tokenizer = tokenizer

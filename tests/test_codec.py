@@ -357,3 +357,39 @@ def test_building_a_codec_does_not_warn_about_dac_weight_norm():
         torch.nn.utils.weight_norm(torch.nn.Linear(2, 2))  # outside the codec the warning still shows
     messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
     assert len(messages) == 1 and "weight_norm" in messages[0]
+
+
+def test_eager_snake_replaces_transformers_snake_with_the_same_values():
+    """``use_eager_snake`` swaps the PE-Audio encoder's own Snake copies for ours (fewer buffers at inference): the
+    state-dict keys stay, no Snake1d is left, and the front end's features do not move; our inference path matches
+    the differentiable formula."""
+    from transformers import PeAudioEncoder, PeAudioEncoderConfig
+
+    from encoders.codec import Snake, use_eager_snake
+
+    codec = tiny_codec(encoder_dim=4, latent_dim=16)
+    config = PeAudioEncoderConfig(dac_config=pe_audio_dac_config(codec.config), hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, head_dim=16)
+    model = PeAudioEncoder(config).eval()
+    model.load_state_dict(codec_to_pe_audio_encoder_state(codec), strict=False)
+    for module in model.modules():
+        if type(module).__name__ == "Snake1d":
+            module.alpha.data.uniform_(0.5, 2.0)
+    keys = sorted(model.state_dict())
+    wav = torch.randn(1, 1, 640 * 5)
+    with torch.inference_mode():
+        before = model.embedder.dac_encoder(wav)
+    use_eager_snake(model)
+    assert sorted(model.state_dict()) == keys
+    assert not [m for m in model.modules() if type(m).__name__ == "Snake1d"]
+    assert any(isinstance(m, Snake) for m in model.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(model.embedder.dac_encoder(wav), before, atol=1e-5, rtol=1e-5)
+    snake = Snake(3)
+    snake.alpha.data = torch.tensor([0.5, 1.0, 3.0]).reshape(1, 3, 1)
+    x = torch.randn(2, 3, 50, requires_grad=True)
+    trained = snake(x)
+    trained.sum().backward()  # the differentiable path still carries gradients
+    assert x.grad is not None and snake.alpha.grad is not None
+    with torch.inference_mode():
+        torch.testing.assert_close(snake(x.detach()), trained.detach(), atol=1e-6, rtol=1e-6)
