@@ -648,13 +648,13 @@ ZERO_AD_TABLE: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def _zip_entries(archive: Path, table: tuple[tuple[str, str | None], ...]) -> list[tuple[str, str, dict, str]]:
-    """``_named_items`` entries for the ``audio/`` sounds of a game's zip archive that ``table`` gives a category."""
+def _zip_entries(archive: Path, table: tuple[tuple[str, str | None], ...], folder: str = "audio/") -> list[tuple[str, str, dict, str]]:
+    """``_named_items`` entries for the sounds under ``folder`` of a game's zip archive that ``table`` gives a category."""
     if not archive.is_file():
         return []
     entries = []
     with zipfile.ZipFile(archive) as bundle:  # listed once here; loaders keep one handle per worker (_zip)
-        members = sorted(n for n in bundle.namelist() if n.startswith("audio/") and n.endswith((".ogg", ".wav")))
+        members = sorted(n for n in bundle.namelist() if n.startswith(folder) and n.endswith((".ogg", ".wav")))
     for member in members:
         relative = member.rsplit(".", 1)[0]
         name = _pick(relative, table)
@@ -696,6 +696,23 @@ def list_freedesktop(root: Path, small: bool, seed: int) -> list[RawItem]:
     base = root / "usr/share/sounds/freedesktop/stereo"
     paths = _first_of_each_content(sorted(base.glob("*.oga"))) if base.is_dir() else []  # some names are symlinks
     return _named_items("freedesktop", _file_entries(base, paths, FREEDESKTOP_TABLE), small)
+
+
+OPENARENA_ARCHIVE = "usr/share/games/openarena/baseoa/pak0.pk3"
+OPENARENA_TABLE: tuple[tuple[str, str | None], ...] = (
+    (r"^sound/player/footsteps/(boot|clank|flesh|mech|step)", "footsteps"), (r"^sound/player/footsteps/splash", "water"),
+    (r"^sound/player/sarge/(death|pain)", "grunt"), (r"machgf|vulcanf|sshotf", "gunshot"), (r"/ric\d", "impact"),
+    (r"rocklx|wstbexpl|grenlf|hgrenb", "explosion"), (r"plasmx|hyprbf|railgf|lg_fire", "laser"),
+    (r"world/(fire\d|firesoft)", "fire"), (r"world/(wind\d|demonwind)", "wind"), (r"world/waterfall", "stream"),
+    (r"world/drops|watr_(in|out)", "water"), (r"machinerydrone|tim_machine|tim_pump|world/fan", "machine"),
+    (r"movers/doors", "door"), (r".", None),
+)
+
+
+def list_openarena(root: Path, small: bool, seed: int) -> list[RawItem]:
+    """OpenArena's footsteps, the pain and death cries of its default voice, guns, explosions, energy weapons and
+    ambient fire, wind, water and machines (from its pak0.pk3 zip)."""
+    return _named_items("openarena", _zip_entries(root / OPENARENA_ARCHIVE, OPENARENA_TABLE, "sound/"), small)
 
 
 LINCITY_DATA = "usr/share/games/lincity-ng/sounds"
@@ -830,6 +847,8 @@ SOURCES: dict[str, Source] = {
                "GPL-2 / CC-BY-SA-3.0 / MIT / BSD (per file)", cohort=2, held_out=True),
         Source("warzone2100", ("warzone2100-data",), (WARZONE_ARCHIVE,), list_warzone, "GPL-2+ / CC-BY-SA-3.0 / CC0",
                cohort=2, held_out=True),
+        Source("openarena", ("openarena-data",), (OPENARENA_ARCHIVE,), list_openarena, "GPL-2+ / CC-BY-SA (per file)",
+               cohort=4, held_out=True),
         # extra training sources: left out of the default build, so the shipped library and its splits stay as they are
         Source("lincity", ("lincity-ng-data",), (LINCITY_DATA,), list_lincity, "GPL-2+", cohort=3, extra=True),
         Source("supertux", ("supertux-data",), (SUPERTUX_DATA,), list_supertux, "GPL-3+ / CC-BY-SA (per file)",

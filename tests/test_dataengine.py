@@ -355,6 +355,31 @@ def test_extra_sources_name_their_sounds_by_table_and_drop_the_rest(tmp_path):
         ("player/pain3", "grunt"), ("weapons/mine/explode", "explosion"), ("weapons/rifle/primary2", "gunshot")]
 
 
+def test_openarena_is_held_out_and_reads_the_sound_folder_of_its_pk3(tmp_path):
+    """The third held-out source reads OpenArena's pak0.pk3 (a zip whose sounds live under ``sound/``): footsteps,
+    the default voice's pain cries, guns and ambient loops by the table; menu and item sounds are dropped. It splits
+    in a cohort of its own, so building it beside the other held-out sources moves none of their clips."""
+    import zipfile
+
+    from dataengine.sources import DEFAULT_SOURCES, OPENARENA_ARCHIVE
+
+    assert SOURCES["openarena"].held_out and "openarena" not in DEFAULT_SOURCES
+    assert SOURCES["openarena"].cohort not in {SOURCES["hedgewars"].cohort, SOURCES["warzone2100"].cohort}
+    archive = tmp_path / OPENARENA_ARCHIVE
+    archive.parent.mkdir(parents=True)
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index, member in enumerate(["sound/player/footsteps/boot1.wav", "sound/player/sarge/pain25_1.wav",
+                                        "sound/weapons/machinegun/machgf1b.wav", "sound/world/wind1.wav",
+                                        "sound/misc/menu1.wav", "sound/items/haste.wav", "audio/other.wav"]):
+            buffer = io.BytesIO()
+            sf.write(buffer, _tone(index), RATE, format="WAV")
+            bundle.writestr(member, buffer.getvalue())
+    items = SOURCES["openarena"].lister(tmp_path, False, 0)
+    assert sorted((i.name, i.category) for i in items) == [
+        ("sound/player/footsteps/boot1", "footsteps"), ("sound/player/sarge/pain25_1", "grunt"),
+        ("sound/weapons/machinegun/machgf1b", "gunshot"), ("sound/world/wind1", "wind")]
+
+
 def test_0ad_sounds_load_from_the_game_archive(tmp_path):
     import zipfile
 
