@@ -21,7 +21,7 @@ def _run_build(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction, train_commands: argparse._SubParsersAction) -> None:
     """Add ``data build`` to the CLI."""
     from dataengine.gcompris import STYLES
-    from dataengine.sources import SOURCES
+    from dataengine.sources import EXTRA_SOURCES, SOURCES
 
     data = commands.add_parser("data", help="build the offline data set (source library, mixtures, report)")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION")
@@ -30,11 +30,10 @@ def register(commands: argparse._SubParsersAction, train_commands: argparse._Sub
     parser.add_argument("--out", required=True, help="output folder (e.g. data)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, mixtures and choices (default 0)")
     held_out = [name for name, source in SOURCES.items() if source.held_out]
-    extra = [name for name, source in SOURCES.items() if source.extra]
     parser.add_argument(
         "--sources", default="",
         help=f"comma-separated subset of: {','.join(SOURCES)} (default: all but the held-out {','.join(held_out)} and "
-        f"the extra training sources {','.join(extra)}, which a build only reads when named. "
+        f"the extra training sources {','.join(EXTRA_SOURCES)}, which a build only reads when named. "
         "`--sources hedgewars,warzone2100 --out data/heldout`: mixtures of sounds, voices and rooms no shipped model "
         "heard; `--sources default,extra --out data/wide`: the default library widened by the extra sources, whose "
         "earlier clips keep their splits)",

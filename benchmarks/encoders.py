@@ -223,11 +223,6 @@ def speed(encoder, codec, threads: int = 2) -> dict[str, float]:
     """Median ms on ``threads`` CPU threads to embed one prompt and one 10 s clip (in inference mode, as the
     separator and the CLI call the encoders); the clip both as codec latents and as a waveform (codec encoder
     included)."""
-    with torch.inference_mode():
-        return _timed(encoder, codec, threads)
-
-
-def _timed(encoder, codec, threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     wav = torch.randn(1, 1, int(SPEED_SECONDS * encoder.sample_rate)) * 0.1
     latents = codec.encode(wav)

@@ -597,10 +597,17 @@ def _file_entries(base: Path, paths: list[Path], table: tuple[tuple[str, str | N
     return entries
 
 
+def _table_items(source: str, base: Path, table: tuple[tuple[str, str | None], ...], small: bool,
+                 folders: tuple[str, ...] = ("",)) -> list[RawItem]:
+    """Items of the audio files under ``folders`` of ``base`` (byte-identical copies dropped after the first), named
+    by ``table``; the listing of a game's data folder."""
+    paths = _first_of_each_content([path for folder in folders for path in _audio_files(base / folder)])
+    return _named_items(source, _file_entries(base, paths, table), small)
+
+
 def list_widelands(root: Path, small: bool, seed: int) -> list[RawItem]:
-    base = root / "usr/share/games/widelands/data"
-    paths = _first_of_each_content(_audio_files(base / "sound") + _audio_files(base / "world/critters"))
-    return _named_items("widelands", _file_entries(base, paths, WIDELANDS_TABLE), small)
+    return _table_items("widelands", root / "usr/share/games/widelands/data", WIDELANDS_TABLE, small,
+                        ("sound", "world/critters"))
 
 
 MEGAGLEST_TABLE: tuple[tuple[str, str | None], ...] = (
@@ -611,9 +618,7 @@ MEGAGLEST_TABLE: tuple[tuple[str, str | None], ...] = (
 
 def list_megaglest(root: Path, small: bool, seed: int) -> list[RawItem]:
     """The ambience and animal loops of MegaGlest's tilesets (its unit sounds are mostly voice lines)."""
-    base = root / "usr/share/games/megaglest/tilesets"
-    paths = _first_of_each_content(_audio_files(base))
-    return _named_items("megaglest", _file_entries(base, paths, MEGAGLEST_TABLE), small)
+    return _table_items("megaglest", root / "usr/share/games/megaglest/tilesets", MEGAGLEST_TABLE, small)
 
 
 HEDGEWARS_DATA = "usr/share/games/hedgewars/Data"
@@ -630,9 +635,7 @@ HEDGEWARS_TABLE: tuple[tuple[str, str | None], ...] = (
 def list_hedgewars(root: Path, small: bool, seed: int) -> list[RawItem]:
     """Hedgewars' weapon and event sounds, its music, and from its voice packs (one actor each) the laughs, coughs
     and pain grunts of every pack and all lines of the Spanish and Russian ones."""
-    base = root / HEDGEWARS_DATA
-    paths = _first_of_each_content(_audio_files(base / "Sounds") + _audio_files(base / "Music"))
-    return _named_items("hedgewars", _file_entries(base, paths, HEDGEWARS_TABLE), small)
+    return _table_items("hedgewars", root / HEDGEWARS_DATA, HEDGEWARS_TABLE, small, ("Sounds", "Music"))
 
 
 ZERO_AD_ARCHIVE = "usr/share/games/0ad/mods/public/public.zip"
@@ -725,8 +728,7 @@ LINCITY_TABLE: tuple[tuple[str, str | None], ...] = (
 
 def list_lincity(root: Path, small: bool, seed: int) -> list[RawItem]:
     """LinCity-NG's city loops: workshops, mines and mills, fire, parks, markets and crowds, trains, traffic, water."""
-    base = root / LINCITY_DATA
-    return _named_items("lincity", _file_entries(base, _first_of_each_content(_audio_files(base)), LINCITY_TABLE), small)
+    return _table_items("lincity", root / LINCITY_DATA, LINCITY_TABLE, small)
 
 
 SUPERTUX_DATA = "usr/share/games/supertux2"
@@ -742,9 +744,7 @@ SUPERTUX_TABLE: tuple[tuple[str, str | None], ...] = (
 
 def list_supertux(root: Path, small: bool, seed: int) -> list[RawItem]:
     """SuperTux's music and the effects whose names say what they are (coins, doors, fire, thunder, rain, splashes)."""
-    base = root / SUPERTUX_DATA
-    paths = _first_of_each_content(_audio_files(base / "sounds") + _audio_files(base / "music"))
-    return _named_items("supertux", _file_entries(base, paths, SUPERTUX_TABLE), small)
+    return _table_items("supertux", root / SUPERTUX_DATA, SUPERTUX_TABLE, small, ("sounds", "music"))
 
 
 FREECIV_DATA = "usr/share/games/freeciv"
@@ -757,9 +757,7 @@ FREECIV_TABLE: tuple[tuple[str, str | None], ...] = (
 
 def list_freeciv(root: Path, small: bool, seed: int) -> list[RawItem]:
     """Freeciv's standard sound set (guns, cannons, explosions, engines, splashes, footsteps) and its fanfare."""
-    base = root / FREECIV_DATA
-    paths = _first_of_each_content(_audio_files(base / "stdsounds") + _audio_files(base / "stdmusic"))
-    return _named_items("freeciv", _file_entries(base, paths, FREECIV_TABLE), small)
+    return _table_items("freeciv", root / FREECIV_DATA, FREECIV_TABLE, small, ("stdsounds", "stdmusic"))
 
 
 BZFLAG_DATA = "usr/share/games/bzflag"
@@ -770,9 +768,7 @@ BZFLAG_TABLE: tuple[tuple[str, str | None], ...] = (
 
 def list_bzflag(root: Path, small: bool, seed: int) -> list[RawItem]:
     """BZFlag's explosions, laser and alert beeps."""
-    base = root / BZFLAG_DATA
-    paths = _first_of_each_content(sorted(p for p in base.glob("*.wav") if p.is_file())) if base.is_dir() else []
-    return _named_items("bzflag", _file_entries(base, paths, BZFLAG_TABLE), small)
+    return _table_items("bzflag", root / BZFLAG_DATA, BZFLAG_TABLE, small)
 
 
 ETR_DATA = "usr/share/games/etr"
@@ -781,9 +777,7 @@ ETR_TABLE: tuple[tuple[str, str | None], ...] = ((r"^music/", "music"), (r"tree_
 
 def list_etr(root: Path, small: bool, seed: int) -> list[RawItem]:
     """Extreme Tux Racer's music and its tree crash."""
-    base = root / ETR_DATA
-    paths = _first_of_each_content(_audio_files(base / "sounds") + _audio_files(base / "music"))
-    return _named_items("etr", _file_entries(base, paths, ETR_TABLE), small)
+    return _table_items("etr", root / ETR_DATA, ETR_TABLE, small, ("sounds", "music"))
 
 
 REDECLIPSE_DATA = "usr/share/games/redeclipse/data/sounds"
@@ -801,10 +795,8 @@ REDECLIPSE_TABLE: tuple[tuple[str, str | None], ...] = (
 def list_redeclipse(root: Path, small: bool, seed: int) -> list[RawItem]:
     """Red Eclipse's ambient loops (wind, water, insects, forests, machines, storms), footsteps, pain, weapons,
     explosions and music; its announcer and voice lines are left out."""
-    base = root / REDECLIPSE_DATA
-    folders = ("ambience", "music", "player", "sfx", "weapons")
-    paths = _first_of_each_content([p for folder in folders for p in _audio_files(base / folder)])
-    return _named_items("redeclipse", _file_entries(base, paths, REDECLIPSE_TABLE), small)
+    return _table_items("redeclipse", root / REDECLIPSE_DATA, REDECLIPSE_TABLE, small,
+                        ("ambience", "music", "player", "sfx", "weapons"))
 
 
 SOURCES: dict[str, Source] = {
@@ -867,10 +859,10 @@ EXTRA_SOURCES: tuple[str, ...] = tuple(name for name, source in SOURCES.items() 
 def resolve_sources(text: str) -> tuple[str, ...]:
     """Source names from a comma-separated ``--sources`` value; ``default`` stands for DEFAULT_SOURCES and ``extra``
     for EXTRA_SOURCES (e.g. ``default,extra``: the default library widened by the extra training sources)."""
+    groups = {"default": DEFAULT_SOURCES, "extra": EXTRA_SOURCES}
     names: list[str] = []
     for word in (w.strip() for w in text.split(",")):
-        group = {"default": DEFAULT_SOURCES, "extra": EXTRA_SOURCES}.get(word, (word,) if word else ())
-        names.extend(name for name in group if name not in names)
+        names.extend(name for name in groups.get(word, (word,) if word else ()) if name not in names)
     return tuple(names) or DEFAULT_SOURCES  # unknown names are the build's to refuse (build.check_sources)
 
 def licence_of(source: Source, root: Path) -> str:

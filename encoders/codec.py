@@ -123,7 +123,7 @@ def use_eager_snake(module: nn.Module) -> None:
     ``Snake1d`` and the same-named copies in transformers' DAC and PE-Audio encoders, which allocate four
     activation-sized buffers per call where :class:`Snake` allocates one at inference."""
     for name, child in module.named_children():
-        if isinstance(child, Snake1d) or (type(child).__name__ == "Snake1d" and isinstance(getattr(child, "alpha", None), Tensor)):
+        if type(child).__name__ == "Snake1d":  # dac.nn.layers' and transformers' copies share the name and ``alpha``
             replacement = Snake(child.alpha.shape[1])
             replacement.alpha = child.alpha
             setattr(module, name, replacement)

@@ -229,6 +229,18 @@ def _write_tone(path: Path, seed: int, fmt: str | None = None) -> None:
     sf.write(path, _tone(seed), RATE, format=fmt)
 
 
+def _write_zip(archive: Path, members: list[str], fmt: str) -> None:
+    """A game archive (a zip) holding one tone per member, the i-th seeded with i (non-audio names too)."""
+    import zipfile
+
+    archive.parent.mkdir(parents=True)
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for index, member in enumerate(members):
+            buffer = io.BytesIO()
+            sf.write(buffer, _tone(index), RATE, format=fmt)
+            bundle.writestr(member, buffer.getvalue())
+
+
 def test_items_with_one_name_get_distinct_clip_ids():
     from dataengine.build import unique_names
     from dataengine.sources import RawItem, slug
@@ -296,21 +308,13 @@ def test_hedgewars_is_held_out_and_keeps_only_voice_lines_it_can_name(tmp_path):
 def test_warzone_keeps_sound_effects_and_laughs_of_its_zip(tmp_path):
     """The second held-out source reads Warzone 2100's base.wz (a zip): effects by the table (a ricochet filed under
     explosions is an impact), the taunting voices' laughs, and no briefing or other voice line."""
-    import zipfile
-
     from dataengine.sources import DEFAULT_SOURCES, WARZONE_ARCHIVE
 
     assert SOURCES["warzone2100"].held_out and "warzone2100" not in DEFAULT_SOURCES
-    archive = tmp_path / WARZONE_ARCHIVE
-    archive.parent.mkdir(parents=True)
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for index, member in enumerate(["audio/sfx/explons/richet1.ogg", "audio/sfx/explons/lrgexpl.ogg",
-                                        "audio/sfx/weapons/mgbar1.ogg", "audio/sfx/misc/silence.ogg",
-                                        "audio/taunts/taunt1/haha1.ogg", "audio/taunts/taunt1/gmeover1.ogg",
-                                        "audio/memressp/res1.ogg", "texpages/page.png"]):
-            buffer = io.BytesIO()
-            sf.write(buffer, _tone(index), RATE, format="OGG")
-            bundle.writestr(member, buffer.getvalue())
+    _write_zip(tmp_path / WARZONE_ARCHIVE, ["audio/sfx/explons/richet1.ogg", "audio/sfx/explons/lrgexpl.ogg",
+                "audio/sfx/weapons/mgbar1.ogg", "audio/sfx/misc/silence.ogg",
+                "audio/taunts/taunt1/haha1.ogg", "audio/taunts/taunt1/gmeover1.ogg",
+                "audio/memressp/res1.ogg", "texpages/page.png"], "OGG")
     items = SOURCES["warzone2100"].lister(tmp_path, False, 0)
     assert sorted((i.name, i.category) for i in items) == [
         ("audio/sfx/explons/lrgexpl", "explosion"), ("audio/sfx/explons/richet1", "impact"),
@@ -359,21 +363,13 @@ def test_openarena_is_held_out_and_reads_the_sound_folder_of_its_pk3(tmp_path):
     """The third held-out source reads OpenArena's pak0.pk3 (a zip whose sounds live under ``sound/``): footsteps,
     the default voice's pain cries, guns and ambient loops by the table; menu and item sounds are dropped. It splits
     in a cohort of its own, so building it beside the other held-out sources moves none of their clips."""
-    import zipfile
-
     from dataengine.sources import DEFAULT_SOURCES, OPENARENA_ARCHIVE
 
     assert SOURCES["openarena"].held_out and "openarena" not in DEFAULT_SOURCES
     assert SOURCES["openarena"].cohort not in {SOURCES["hedgewars"].cohort, SOURCES["warzone2100"].cohort}
-    archive = tmp_path / OPENARENA_ARCHIVE
-    archive.parent.mkdir(parents=True)
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for index, member in enumerate(["sound/player/footsteps/boot1.wav", "sound/player/sarge/pain25_1.wav",
-                                        "sound/weapons/machinegun/machgf1b.wav", "sound/world/wind1.wav",
-                                        "sound/misc/menu1.wav", "sound/items/haste.wav", "audio/other.wav"]):
-            buffer = io.BytesIO()
-            sf.write(buffer, _tone(index), RATE, format="WAV")
-            bundle.writestr(member, buffer.getvalue())
+    _write_zip(tmp_path / OPENARENA_ARCHIVE, ["sound/player/footsteps/boot1.wav", "sound/player/sarge/pain25_1.wav",
+                "sound/weapons/machinegun/machgf1b.wav", "sound/world/wind1.wav",
+                "sound/misc/menu1.wav", "sound/items/haste.wav", "audio/other.wav"], "WAV")
     items = SOURCES["openarena"].lister(tmp_path, False, 0)
     assert sorted((i.name, i.category) for i in items) == [
         ("sound/player/footsteps/boot1", "footsteps"), ("sound/player/sarge/pain25_1", "grunt"),
@@ -381,19 +377,11 @@ def test_openarena_is_held_out_and_reads_the_sound_folder_of_its_pk3(tmp_path):
 
 
 def test_0ad_sounds_load_from_the_game_archive(tmp_path):
-    import zipfile
-
     from dataengine.sources import ZERO_AD_ARCHIVE, load_item
 
-    archive = tmp_path / ZERO_AD_ARCHIVE
-    archive.parent.mkdir(parents=True)
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for index, member in enumerate(["audio/actor/fauna/animal/cattle_01.ogg", "audio/actor/fauna/animal/goat_10.ogg",
-                                        "audio/ambient/water/river_slow_21.ogg", "audio/voice/greek/civ/civ_male_attack.ogg",
-                                        "art/textures/skies/readme.txt"]):
-            buffer = io.BytesIO()
-            sf.write(buffer, _tone(index), RATE, format="OGG")
-            bundle.writestr(member, buffer.getvalue())
+    _write_zip(tmp_path / ZERO_AD_ARCHIVE, ["audio/actor/fauna/animal/cattle_01.ogg", "audio/actor/fauna/animal/goat_10.ogg",
+                "audio/ambient/water/river_slow_21.ogg", "audio/voice/greek/civ/civ_male_attack.ogg",
+                "art/textures/skies/readme.txt"], "OGG")
     items = SOURCES["0ad"].lister(tmp_path, False, 0)
     assert [(i.name, i.category) for i in items] == [
         ("audio/actor/fauna/animal/cattle_01", "cow"), ("audio/actor/fauna/animal/goat_10", "sheep"),
