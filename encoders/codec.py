@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from encoders.errors import WeightsError
 from encoders.files import save_tensors
+from encoders.runtime import keep_freed_memory
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -401,7 +402,12 @@ class Codec(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Codec:
-        """Load a folder written by :meth:`save_pretrained` (fp16 weights are cast to float32)."""
+        """Load a folder written by :meth:`save_pretrained` (fp16 weights are cast to float32).
+
+        Every bundle loads its codec first, so this is also where the process's allocator is tuned for
+        inference (:func:`encoders.runtime.keep_freed_memory`).
+        """
+        keep_freed_memory()
         path = Path(path)
         config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
         for needed in (config_file, weights_file):
