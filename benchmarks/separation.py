@@ -469,6 +469,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--phrasings", type=int, default=None, help="promptsep's phrasings per text prompt (InferenceConfig.phrasings)"
     )
+    parser.add_argument(
+        "--chunk-seconds", type=float, default=None,
+        help="promptsep's chunk length in seconds (InferenceConfig.chunk_seconds; mixtures longer than a chunk are "
+        "separated in overlapping chunks, see `promptsep data long`)",
+    )
+    parser.add_argument(
+        "--overlap-seconds", type=float, default=None, help="overlap of promptsep's chunks (InferenceConfig.overlap_seconds)"
+    )
     parser.add_argument("--long", action="store_true", help="also time a 60 min input")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality measurements")
@@ -538,8 +546,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = reworded_rows(rows, args.prompts)
         baselines = Path(args.baselines) if args.baselines else None
         overrides = {} if args.anchor_threshold is LIBRARY_DEFAULT else {"anchor_threshold": args.anchor_threshold}
-        if args.phrasings is not None:
-            overrides["phrasings"] = args.phrasings
+        for key in ("phrasings", "chunk_seconds", "overlap_seconds"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
         systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, overrides)
         systems = select_systems(systems, args.systems.split(",") if args.systems else None)
         summary, records = evaluate_quality(rows, systems, room, args.gain_db)

@@ -262,23 +262,30 @@ def write_float_wav(path: Path, wav: np.ndarray, rate: int) -> None:
     wavfile.write(str(path), rate, np.asarray(wav, dtype=np.float32))
 
 
-def _mixture_stamp(config: BuildConfig, split: str, count: int, library_digest: str) -> dict:
-    return {"engine_version": ENGINE_VERSION, "seed": config.seed, "split": split, "count": count,
-            "seconds": config.seconds, "rate": config.rate, "library": library_digest}
+def _mixture_stamp(config: BuildConfig, split: str, count: int, library_digest: str, name: str) -> dict:
+    stamp = {"engine_version": ENGINE_VERSION, "seed": config.seed, "split": split, "count": count,
+             "seconds": config.seconds, "rate": config.rate, "library": library_digest}
+    return stamp if name == split else {**stamp, "name": name}
 
 
-def write_mixtures(config: BuildConfig, split: str, count: int, library_digest: str) -> int:
-    """Write ``count`` fixed mixtures of ``split`` (skipped when present with the same stamp)."""
+def write_mixtures(config: BuildConfig, split: str, count: int, library_digest: str, name: str | None = None) -> int:
+    """Write ``count`` fixed mixtures of ``split`` (skipped when present with the same stamp).
+
+    ``name`` (default: the split) names the manifest ``<out>/<name>.jsonl`` and prefixes the ids. Mixture ``i`` is
+    drawn from the same random stream whatever the name or ``config.seconds``, so a longer build of a split has the
+    same target category, clips and companions per line as the split's own mixtures, only placed in a longer window.
+    """
+    name = name or split
     out = config.out
-    manifest = out / f"{split}.jsonl"
-    stamp_path = out / "mix" / f".{split}.stamp.json"
-    stamp = _mixture_stamp(config, split, count, library_digest)
+    manifest = out / f"{name}.jsonl"
+    stamp_path = out / "mix" / f".{name}.stamp.json"
+    stamp = _mixture_stamp(config, split, count, library_digest, name)
     if manifest.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
         return 0
     clips = [c for c in load_library(out) if c.split == split]
     by_category = group_by_category(clips)
-    for name in ("mix", "target", "residual"):
-        (out / name).mkdir(parents=True, exist_ok=True)
+    for folder in ("mix", "target", "residual"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     lines = []
     if len(by_category) < 2:
         _log(f"warning: split {split} has clips of {len(by_category)} categories; no {split} mixtures written")
@@ -288,10 +295,10 @@ def write_mixtures(config: BuildConfig, split: str, count: int, library_digest: 
                       disable=None):
         rng = np.random.default_rng([config.seed, SPLITS.index(split), index])
         mixture = make_mixture(by_category, rng, load, config.seconds, config.rate, augment=None)
-        mixture_id = f"{split}-{index:05d}"
-        paths = {name: f"{name}/{mixture_id}.wav" for name in ("mix", "target", "residual")}
-        for name, wav in (("mix", mixture.mixture), ("target", mixture.target), ("residual", mixture.residual)):
-            write_float_wav(out / paths[name], wav, config.rate)
+        mixture_id = f"{name}-{index:05d}"
+        paths = {folder: f"{folder}/{mixture_id}.wav" for folder in ("mix", "target", "residual")}
+        for folder, wav in (("mix", mixture.mixture), ("target", mixture.target), ("residual", mixture.residual)):
+            write_float_wav(out / paths[folder], wav, config.rate)
         lines.append(json.dumps({
             "id": mixture_id,
             "audio": paths["mix"],
@@ -309,6 +316,28 @@ def write_mixtures(config: BuildConfig, split: str, count: int, library_digest: 
     manifest.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     stamp_path.write_text(json.dumps(stamp))
     return count
+
+
+def write_long_mixtures(out: Path, split: str, seconds: float, count: int | None = None) -> Path:
+    """Mixtures of a built split ``seconds`` long (a long-recording probe): ``<out>/<split>_long<seconds>.jsonl``.
+
+    Line ``i`` draws the same target category, clips and companions as line ``i`` of ``<split>.jsonl``, placed in
+    the longer window the way a 4 s mixture places them (a long clip cropped, a short one at a random offset or
+    repeated). ``count`` defaults to the split's own number of mixtures. Reuses the library of ``out``.
+    """
+    out = Path(out)
+    library, stamp_file = out / "library.jsonl", out / "mix" / f".{split}.stamp.json"
+    if not library.is_file() or not stamp_file.is_file():
+        raise PromptsepError(f"{out} has no built {split} split; run `promptsep data build --out {out}` first")
+    if not seconds > 0:
+        raise PromptsepError(f"--seconds must be positive, got {seconds:g}")
+    stamp = json.loads(stamp_file.read_text())
+    config = BuildConfig(out=out, seed=stamp["seed"], rate=stamp["rate"], seconds=float(seconds))
+    count = stamp["count"] if count is None else count
+    name = f"{split}_long{seconds:g}"
+    digest = hashlib.sha1(library.read_bytes()).hexdigest()
+    write_mixtures(config, split, count, digest, name=name)
+    return out / f"{name}.jsonl"
 
 
 # --------------------------------------------------------------------------- report

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -410,6 +411,31 @@ def test_mixture_manifests(built):
             assert row["sources"][0]["category"] == row["category"]
             assert (out / row["image"]).is_file()
             assert row["spans"] and all(0 <= a < b <= 4.0 for a, b in row["spans"])
+
+
+def test_long_probe_places_each_lines_sounds_in_a_longer_window(built, tmp_path, capsys):
+    from app.cli import main
+
+    out = tmp_path / "data"
+    shutil.copytree(built[0], out)
+    assert main(["data", "long", "--data", str(out), "--split", "test", "--seconds", "10"]) == 0
+    assert "test_long10.jsonl (5 mixtures of 10 s)" in capsys.readouterr().out
+    short = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "test_long10.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"test_long10-{i:05d}" for i in range(5)]
+    for row, four in zip(rows, short, strict=True):
+        assert [s["id"] for s in row["sources"]] == [s["id"] for s in four["sources"]]
+        assert row["category"] == four["category"]
+        mix, rate = sf.read(str(out / row["audio"]), dtype="float32")
+        target, _ = sf.read(str(out / row["target"]), dtype="float32")
+        residual, _ = sf.read(str(out / row["residual"]), dtype="float32")
+        assert rate == 16_000 and mix.shape == target.shape == residual.shape == (160_000,)
+        assert np.abs(mix - (target + residual)).max() < 1e-5
+        assert row["spans"] and all(0 <= a < b <= 10.0 for a, b in row["spans"])
+    # the split's own mixtures are untouched, and an unbuilt folder is named
+    assert _digest(built[0]) == {k: v for k, v in _digest(out).items() if "long" not in k}
+    assert main(["data", "long", "--data", str(tmp_path / "nothing")]) == 2
+    assert "run `promptsep data build" in capsys.readouterr().err
 
 
 def test_build_is_deterministic(built, fake_root, tmp_path):
