@@ -61,6 +61,9 @@ LONG_SECONDS = 3600.0
 SPEED_PROMPT = "dog barking"
 PROMPT_SETS = ("manifest", "heldout", "user")
 LIBRARY_DEFAULT = object()  # an option left at InferenceConfig's default
+# systems that take audio at any rate (--rate); the codec oracles and the baselines run at the model's
+ANY_RATE_SYSTEMS = ("mixture", "oracle_irm", "promptsep_text", "promptsep_visual", "promptsep_both",
+                    "promptsep_text_unrefined", "promptsep_visual_unrefined")
 # direct-to-reverberant ratio of each source under --room (dB): from a near, dry source to a far one
 ROOM_DRR_DB = (-6.0, 6.0)
 
@@ -70,9 +73,9 @@ System = Callable[[dict, dict[str, torch.Tensor]], "tuple[torch.Tensor, torch.Te
 
 # ------------------------------------------------------------------------------------ references
 def score(
-    estimate: torch.Tensor, residual_estimate: torch.Tensor, audio: dict[str, torch.Tensor]
+    estimate: torch.Tensor, residual_estimate: torch.Tensor, audio: dict[str, torch.Tensor], rate: int = SAMPLE_RATE
 ) -> dict[str, float]:
-    """SI-SDRi and museval SDR/SIR/SAR of one target estimate; ``(N,)`` tensors."""
+    """SI-SDRi and museval SDR/SIR/SAR of one target estimate; ``(N,)`` tensors at ``rate``."""
     out = {"si_sdri": float(si_sdri(estimate.double(), audio["target"].double(), audio["mixture"].double()))}
     try:
         bss = bss_eval(
@@ -80,7 +83,7 @@ def score(
             residual_estimate.numpy(),
             audio["target"].numpy(),
             audio["residual"].numpy(),
-            SAMPLE_RATE,
+            rate,
         )
         out.update(sdr=bss.sdr, sir=bss.sir, sar=bss.sar)
     except Exception:  # noqa: BLE001 - museval rejects silent references; the item keeps its SI-SDRi
@@ -96,12 +99,15 @@ def build_systems(
     mask_floor: float | None = None,
     shifts: int = 1,
     overrides: dict | None = None,
+    rate: int = SAMPLE_RATE,
 ) -> dict[str, System]:
     """Every system that can run here; what cannot is named in ``notes``. ``bundle``: promptsep's model
     bundle (default: the embedded one); with a mask refiner in it, the same separator without the refiner
     is scored too (``*_unrefined``). ``mask_floor``: promptsep's :attr:`InferenceConfig.mask_floor`
     (default: the library's); ``shifts``: its :attr:`InferenceConfig.shifts`; ``overrides``: other
-    :class:`InferenceConfig` fields to set (e.g. ``anchor_threshold``, ``phrasings``)."""
+    :class:`InferenceConfig` fields to set (e.g. ``anchor_threshold``, ``phrasings``). ``rate``: the sample rate
+    the rows' audio is loaded at; promptsep separates at it (only the systems in :data:`ANY_RATE_SYSTEMS` are
+    meaningful at a rate other than the model's)."""
     mask = mask_settings()
     systems: dict[str, System] = {
         "mixture": lambda row, a: (a["mixture"], a["mixture"]),
@@ -155,7 +161,7 @@ def build_systems(
                     if not row.get("image"):
                         return None
                     prompt = Prompt(image=row["image"])
-                res = separator.separate(a["mixture"][None], SAMPLE_RATE, [prompt])
+                res = separator.separate(a["mixture"][None], rate, [prompt])
                 return res.targets[0, 0].float(), res.residual[0].float()
 
             return run
@@ -203,9 +209,9 @@ def select_systems(systems: dict[str, System], names: list[str] | None) -> dict[
 
 
 def load_row_audio(
-    row: dict, room: tuple[float, float] | None = None, gain_db: float = 0.0
+    row: dict, room: tuple[float, float] | None = None, gain_db: float = 0.0, rate: int = SAMPLE_RATE
 ) -> dict[str, torch.Tensor]:
-    """Mixture, target and residual of a manifest row, mono float32 ``(N,)`` at ``SAMPLE_RATE``.
+    """Mixture, target and residual of a manifest row, mono float32 ``(N,)`` at ``rate``.
 
     ``room=(lo, hi)``: put both sources in one reverberant room (:func:`reverberant`; RT60 drawn from
     ``[lo, hi]`` s, each source at its own place); the target reference is the reverberant target and the
@@ -214,18 +220,20 @@ def load_row_audio(
     """
     audio = {}
     for key, field in (("mixture", "audio"), ("target", "target"), ("residual", "residual")):
-        wav, _ = load_audio(row[field], sample_rate=SAMPLE_RATE, channels=1)
+        wav, _ = load_audio(row[field], sample_rate=rate, channels=1)
         audio[key] = wav[0]
     n = min(v.shape[-1] for v in audio.values())
     audio = {k: v[:n] for k, v in audio.items()}
     if room is not None:
-        audio = reverberant(audio, room, str(row.get("id", "")))
+        audio = reverberant(audio, room, str(row.get("id", "")), rate)
     if gain_db:
         audio = {k: v * 10 ** (gain_db / 20) for k, v in audio.items()}
     return audio
 
 
-def reverberant(audio: dict[str, torch.Tensor], room: tuple[float, float], key: str) -> dict[str, torch.Tensor]:
+def reverberant(
+    audio: dict[str, torch.Tensor], room: tuple[float, float], key: str, rate: int = SAMPLE_RATE
+) -> dict[str, torch.Tensor]:
     """Target and residual each heard in one synthetic room: the dry source (direct path) plus its own
     reverberant tail (:func:`dataengine.augment.synthetic_rir`), at a direct-to-reverberant ratio drawn from
     ``ROOM_DRR_DB`` per source; one RT60 from ``room``. :func:`~dataengine.seeding.keyed_rng` on ``key`` draws it all.
@@ -243,22 +251,26 @@ def reverberant(audio: dict[str, torch.Tensor], room: tuple[float, float], key: 
     out = {}
     for name in ("target", "residual"):
         dry = audio[name].numpy()
-        tail = fftconvolve(dry, synthetic_rir(rng, SAMPLE_RATE, rt60))[:n]
+        tail = fftconvolve(dry, synthetic_rir(rng, rate, rt60))[:n]
         gain = 10 ** (-float(rng.uniform(*ROOM_DRR_DB)) / 20)  # the tail has the dry signal's energy
         out[name] = torch.from_numpy((dry + gain * tail).astype(np.float32))
     return {"mixture": out["target"] + out["residual"], **out}
 
 
 def evaluate_quality(
-    rows: list[dict], systems: dict[str, System], room: tuple[float, float] | None = None, gain_db: float = 0.0
+    rows: list[dict],
+    systems: dict[str, System],
+    room: tuple[float, float] | None = None,
+    gain_db: float = 0.0,
+    rate: int = SAMPLE_RATE,
 ) -> tuple[dict, list[dict]]:
-    """Score every system on every row (audio as :func:`load_row_audio` with ``room`` and ``gain_db``);
+    """Score every system on every row (audio as :func:`load_row_audio` with ``room``, ``gain_db`` and ``rate``);
     returns (summary per system and group, per-item records)."""
     records: list[dict] = []
     for row in tqdm(rows, desc="separation", unit="mix"):
         if not row.get("target") or not row.get("residual"):
             continue
-        audio = load_row_audio(row, room, gain_db)
+        audio = load_row_audio(row, room, gain_db, rate)
         group = row.get("group") or row.get("category") or "all"
         for name, system in systems.items():
             start = time.perf_counter()
@@ -272,7 +284,7 @@ def evaluate_quality(
                 "group": group,
                 "seconds": time.perf_counter() - start,
             }
-            record.update(score(estimate.detach().float(), residual.detach().float(), audio))
+            record.update(score(estimate.detach().float(), residual.detach().float(), audio, rate))
             records.append(record)
     summary: dict = {}
     for name in systems:
@@ -477,6 +489,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overlap-seconds", type=float, default=None, help="overlap of promptsep's chunks (InferenceConfig.overlap_seconds)"
     )
+    parser.add_argument(
+        "--rate", type=int, default=SAMPLE_RATE,
+        help=f"load and score every mixture at this sample rate (default {SAMPLE_RATE}, the model's); promptsep gets "
+        "the audio at it, as from a 44.1 or 48 kHz recording (a data build with --rate 44100 has such manifests). "
+        f"Only {', '.join(ANY_RATE_SYSTEMS)} run at another rate",
+    )
+    parser.add_argument(
+        "--high-band", choices=["top", "band"], default=None,
+        help="promptsep's mask above the model's Nyquist for input at a higher rate (InferenceConfig.high_band)",
+    )
     parser.add_argument("--long", action="store_true", help="also time a 60 min input")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality measurements")
@@ -538,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     notes: list[str] = []
     result: dict = {
-        "manifest": args.manifest, "notes": notes, "room": room, "gain_db": args.gain_db, "prompts": args.prompts
+        "manifest": args.manifest, "notes": notes, "room": room, "gain_db": args.gain_db, "prompts": args.prompts,
+        "rate": args.rate,
     }
     if not args.no_quality:
         rows = read_manifest(args.manifest, args.limit)
@@ -546,12 +569,18 @@ def main(argv: list[str] | None = None) -> int:
             rows = reworded_rows(rows, args.prompts)
         baselines = Path(args.baselines) if args.baselines else None
         overrides = {} if args.anchor_threshold is LIBRARY_DEFAULT else {"anchor_threshold": args.anchor_threshold}
-        for key in ("phrasings", "chunk_seconds", "overlap_seconds"):
+        for key in ("phrasings", "chunk_seconds", "overlap_seconds", "high_band"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
-        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, overrides)
-        systems = select_systems(systems, args.systems.split(",") if args.systems else None)
-        summary, records = evaluate_quality(rows, systems, room, args.gain_db)
+        names = args.systems.split(",") if args.systems else None
+        other_rate = args.rate != SAMPLE_RATE
+        if other_rate and any(name not in ANY_RATE_SYSTEMS for name in names or []):
+            raise SystemExit(f"--rate {args.rate}: only {', '.join(ANY_RATE_SYSTEMS)} run at another rate")
+        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, overrides, args.rate)
+        if other_rate and names is None:
+            names = [name for name in ANY_RATE_SYSTEMS if name in systems]
+        systems = select_systems(systems, names)
+        summary, records = evaluate_quality(rows, systems, room, args.gain_db, args.rate)
         result.update(quality=summary, items=records)
         print(quality_tables(summary))
         result["paired"] = paired_tables(records)
