@@ -495,10 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
         "the audio at it, as from a 44.1 or 48 kHz recording (a data build with --rate 44100 has such manifests). "
         f"Only {', '.join(ANY_RATE_SYSTEMS)} run at another rate",
     )
-    parser.add_argument(
-        "--high-band", choices=["top", "band"], default=None,
-        help="promptsep's mask above the model's Nyquist for input at a higher rate (InferenceConfig.high_band)",
-    )
     parser.add_argument("--long", action="store_true", help="also time a 60 min input")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality measurements")
@@ -569,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = reworded_rows(rows, args.prompts)
         baselines = Path(args.baselines) if args.baselines else None
         overrides = {} if args.anchor_threshold is LIBRARY_DEFAULT else {"anchor_threshold": args.anchor_threshold}
-        for key in ("phrasings", "chunk_seconds", "overlap_seconds", "high_band"):
+        for key in ("phrasings", "chunk_seconds", "overlap_seconds"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         names = args.systems.split(",") if args.systems else None

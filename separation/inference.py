@@ -84,9 +84,6 @@ class InferenceConfig:
     n_fft: int = 512
     hop: int = 128
     mask_power: float = 1.0  # measured: 1.0 beats 2.0 by 0.2-0.3 dB median SI-SDRi on 40 test mixtures
-    # Input above the model's rate: the mask of the frequencies the model does not hear (above 8 kHz) is, per
-    # frame, "top": its top bin's; "band": its mixture-power-weighted mean over 4-7.6 kHz (separation.masking).
-    high_band: str = "top"
     refine: bool = True  # correct the ratio masks with the bundle's mask refiner when it has one
     # Every target keeps at least this fraction of the mixture (-26 dB; separation.masking.floor_masks). Measured:
     # +0.44 dB mean SI-SDRi on 400 val mixtures and +0.08 on 600 test (the median -0.05 and +0.07) against 0.
@@ -449,8 +446,7 @@ class Separator:
         ratio = rate / self.sample_rate
         n_fft, hop = max(16, round(n_fft * ratio)), max(4, round(hop * ratio))
         spec = stft(mix_chunk, n_fft, hop)  # (C, F, T)
-        power = spec.abs().square().mean(0) if cfg.high_band == "band" else None
-        masks = carry_masks(masks, spec.shape[-2], spec.shape[-1], power)
+        masks = carry_masks(masks, spec.shape[-2], spec.shape[-1])
         return istft(masks[:, None] * spec[None], n_fft, hop, length)
 
     # ---------------------------------------------------------------- public

@@ -59,15 +59,11 @@ def prompt_masks(targets: Tensor, residuals: Tensor, n_fft: int, hop: int, power
     return share_masks(ratio_mask(stft(targets, n_fft, hop).abs(), stft(residuals, n_fft, hop).abs(), power))
 
 
-def carry_masks(
-    masks: Tensor, n_bins: int, n_frames: int, power: Tensor | None = None, band: tuple[float, float] = (0.5, 0.95)
-) -> Tensor:
+def carry_masks(masks: Tensor, n_bins: int, n_frames: int) -> Tensor:
     """Carry masks made at the model rate onto another rate's STFT grid with the same bin spacing in Hz.
 
-    Bins below the model's Nyquist map one to one and time is linearly interpolated to ``n_frames``. Bins above
-    the Nyquist take, per frame, the top bin's value, or with ``power`` (the mixture's power ``(F', n_frames)``
-    on the new grid) the power-weighted mean of the mask over ``band`` (fractions of the model's Nyquist; the
-    top bins are left out because the resampler has attenuated them and their ratio is noise).
+    Bins below the model's Nyquist map one to one, bins above it take the top bin's value, and time
+    is linearly interpolated to ``n_frames``.
 
     Shape:
         ``(P, F, T)`` -> ``(P, n_bins, n_frames)``.
@@ -77,13 +73,7 @@ def carry_masks(
     bins = masks.shape[1]
     if n_bins <= bins:
         return masks[:, :n_bins]
-    if power is None:
-        high = masks[:, -1:]
-    else:
-        lo, hi = round(band[0] * (bins - 1)), round(band[1] * (bins - 1)) + 1
-        weights = power[lo:hi] + EPS
-        high = (masks[:, lo:hi] * weights).sum(1, keepdim=True) / weights.sum(0, keepdim=True)
-    return torch.cat([masks, high.expand(-1, n_bins - bins, -1)], dim=1)
+    return torch.cat([masks, masks[:, -1:].expand(-1, n_bins - bins, -1)], dim=1)
 
 
 def ratio_mask_separate(

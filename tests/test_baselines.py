@@ -285,6 +285,16 @@ def test_benchmark_room_and_gain_conditions(tmp_path):
 
     loud = load_row_audio(row, gain_db=20.0)
     torch.testing.assert_close(loud["target"], 10 * dry["target"])
+    # --rate: the rows at another rate, e.g. a 44.1 kHz recording; only rate-free systems may be asked for
+    fine = load_row_audio(row, rate=3 * RATE)
+    assert all(v.shape == (3 * RATE,) for v in fine.values())
+    torch.testing.assert_close(fine["mixture"], fine["target"] + fine["residual"], atol=1e-5, rtol=0)
+    from benchmarks.separation import main
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps(row) + "\n")
+    with pytest.raises(SystemExit, match="only mixture, oracle_irm"):
+        main(["--manifest", str(manifest), "--rate", "44100", "--systems", "convtasnet", "--no-speed"])
 
     assert parse_room(None) is None and parse_room("0.5") == (0.5, 0.5) and parse_room("0.3,1") == (0.3, 1.0)
     for bad in ("1,0.3", "x", "0,1", "0.1,0.2,0.3"):

@@ -222,20 +222,6 @@ def test_masks_sum_to_at_most_one_and_carry():
     assert torch.allclose(carried[:, 200], carried[:, 128])  # above the model's Nyquist: the top bin
 
 
-def test_masks_above_the_model_nyquist_can_follow_the_top_band_weighted_by_the_mixture():
-    masks = torch.zeros(2, 129, 10)  # model grid: 129 bins, top band (0.5..0.95 of Nyquist) = bins 64..122
-    masks[0, 64:93], masks[0, 93:123], masks[0, 128] = 1.0, 0.5, 0.0  # the top bin itself says 0
-    masks[1] = 1.0 - masks[0]
-    power = torch.ones(300, 10)
-    power[64:93] = 3.0  # the mixture's power sits in the lower half of the band
-    carried = carry_masks(masks, n_bins=300, n_frames=10, power=power)
-    band = (29 * 3.0 * 1.0 + 30 * 1.0 * 0.5) / (29 * 3.0 + 30 * 1.0)
-    torch.testing.assert_close(carried[0, 129:], torch.full((171, 10), band))
-    torch.testing.assert_close(carried.sum(0), torch.ones(300, 10))  # masks that summed to one still do
-    assert torch.equal(carried[:, :129], masks)
-    assert torch.equal(carry_masks(masks, n_bins=300, n_frames=10)[0, 129:], torch.zeros(171, 10))  # the top bin
-
-
 def test_floored_masks_keep_the_floor_and_still_sum_to_at_most_one():
     torch.manual_seed(0)
     masks = prompt_masks(torch.randn(3, 4000), torch.randn(3, 4000), 256, 64, 1.0)
