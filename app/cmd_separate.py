@@ -183,6 +183,11 @@ def register(commands, train_commands) -> None:
         "(needs a trained visual tower; default 0.3)",
     )
     t.add_argument(
+        "--splice-prob", type=probability, default=0.0,
+        help="share of examples made sparse: a first or last part replaced by another mixture in which the "
+        "prompted sound is silent (default 0)",
+    )
+    t.add_argument(
         "--ema", type=_fraction, default=0.0,
         help="also keep an exponential moving average of the weights with this per-step decay (e.g. 0.999) and "
         "write it as OUT/final (0: off, OUT/final is the last weights)",
@@ -446,7 +451,7 @@ def run_train(args) -> int:
         latent_weight=args.latent_weight, pool_feed=args.pool_feed, feed_every=args.feed_every,
         wave_items=args.wave_items, wave_frames=args.wave_frames, warmup=args.warmup, init=args.init,
         decoder_lr=args.decoder_lr, ema=args.ema, refiner=args.refiner, prompt_noise=args.prompt_noise,
-        visual_prob=args.visual_prob, peav=args.peav,
+        visual_prob=args.visual_prob, peav=args.peav, splice_prob=args.splice_prob,
     )
     final = train_separator(cfg, resume=args.resume)
     print(f"separator written to {final}")

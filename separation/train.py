@@ -57,6 +57,10 @@ class TrainConfig:
     prompt_noise: float = 0.0
     pooled_token_prob: float = 0.3
     visual_prob: float = 0.3
+    # share of batch items made sparse: a random first or last part of the item (a quarter to all of it) is replaced
+    # by another item's mixture, in which the prompted sound is silent (the target there is the codec's latents of
+    # silence). Real recordings hold a sound now and then, where 4 s training mixtures mostly hold it throughout
+    splice_prob: float = 0.0
     span_prob: float = 0.3
     seed: int = 0
     save_every: int = 250
@@ -378,6 +382,45 @@ def _conditioning(
     )
 
 
+def spliced(example: _Example, other: _Example, cut: int, present_first: bool, silence: torch.Tensor, hop: int) -> _Example:
+    """``example`` with its frames from ``cut`` on (``present_first``), or before ``cut``, replaced by ``other``'s
+    mixture, which is all residual there: the target is ``silence`` (raw latents of silence, ``(T, D)``).
+    Waveforms, when both have them, are spliced at sample ``cut * hop``; span anchors are dropped.
+
+    Shape: latents ``(T, D)`` mixture and ``(T, 2D)`` sources in and out.
+    """
+    swap = slice(cut, None) if present_first else slice(0, cut)
+    mixture, sources = example.mixture.clone(), example.sources.clone()
+    mixture[swap] = other.mixture[swap]
+    sources[swap] = torch.cat([silence, other.mixture], dim=-1)[swap]
+    waves = None
+    if example.waves is not None and other.waves is not None:
+        samples = slice(cut * hop, None) if present_first else slice(0, cut * hop)
+        waves = example.waves.clone()
+        waves[0, samples], waves[1, samples] = other.waves[0, samples], 0
+    return _Example(mixture, sources, example.category, example.image, [], waves)
+
+
+def _maybe_spliced(
+    example: _Example, pool: LatentPool, prob: float, silence: torch.Tensor, hop: int, rng: np.random.Generator
+) -> _Example:
+    """With probability ``prob``, :func:`spliced` with a pool item of another category at a cut drawn so that the
+    prompted sound keeps between none and three quarters of the frames."""
+    frames = example.mixture.shape[0]
+    if rng.random() >= prob or silence.shape[0] != frames:
+        return example
+    for _ in range(4):
+        other = pool.items[int(rng.integers(len(pool.items)))]
+        if other.category != example.category and other.mixture.shape[0] == frames:
+            break
+    else:
+        return example
+    present_first = bool(rng.random() < 0.5)
+    kept = int(rng.integers(0, 3 * frames // 4 + 1))  # frames the prompted sound keeps
+    cut = kept if present_first else frames - kept
+    return spliced(example, other, cut, present_first, silence, hop)
+
+
 def _displaced(x: torch.Tensor, rng: np.random.Generator, most: float) -> torch.Tensor:
     """``x`` plus Gaussian noise whose size relative to each vector's (last axis) is drawn from ``[0, most]``."""
     size = float(rng.uniform(0.0, most))
@@ -571,8 +614,15 @@ def train_separator(cfg: TrainConfig, resume: bool = False) -> Path:
         return minutes_before + (time.monotonic() - started) / 60
 
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train separator ({cfg.objective})")
+    silence = None
+    if cfg.splice_prob > 0:
+        frames = pool.items[0].mixture.shape[0]
+        with torch.no_grad():
+            silence = codec.encode(torch.zeros(1, 1, frames * codec.hop_length, device=device))[0].T.cpu()
     while step < cfg.steps:
         examples = pool.batch(cfg.batch)
+        if silence is not None:
+            examples = [_maybe_spliced(e, pool, cfg.splice_prob, silence, codec.hop_length, np_rng) for e in examples]
         mixture = model.normalize(torch.stack([e.mixture for e in examples]).to(device))
         raw = torch.stack([e.sources for e in examples]).to(device)
         sources = torch.cat([model.normalize(s) for s in raw.chunk(2, -1)], dim=-1)
