@@ -660,3 +660,24 @@ def test_shifts_average_the_masks_of_shifted_passes(separator):
     assert 1e-6 < change < 0.5  # another estimate of the same masks, not the same one and not a different sound
     with pytest.raises(PromptError, match="shifts"):
         Separator(separator.codec, separator.prompt_encoder, separator.model, InferenceConfig(shifts=0)).separate(wav, 44100, "dog")
+
+
+def test_spliced_examples_silence_the_target_where_another_mixture_takes_over():
+    from separation.train import _Example, spliced
+
+    frames, dim, hop = 10, 3, 4
+    target, residual = torch.full((frames, dim), 2.0), torch.full((frames, dim), 3.0)
+    example = _Example(torch.ones(frames, dim), torch.cat([target, residual], -1), "dog", None, [[0.0, 0.2]],
+                       torch.ones(2, frames * hop, dtype=torch.float16))
+    other = _Example(torch.full((frames, dim), 5.0), torch.zeros(frames, 2 * dim), "rain", None, [],
+                     torch.full((2, frames * hop), 7.0, dtype=torch.float16))
+    silence = torch.full((frames, dim), -1.0)
+    late = spliced(example, other, 4, True, silence, hop)  # the dog for 4 frames, then rain alone
+    assert late.mixture[:, 0].tolist() == [1.0] * 4 + [5.0] * 6
+    assert late.sources[:, 0].tolist() == [2.0] * 4 + [-1.0] * 6  # target: the dog, then silence
+    assert late.sources[:, dim].tolist() == [3.0] * 4 + [5.0] * 6  # residual: the rain mixture is all residual
+    assert late.waves[0, ::hop].tolist() == [1.0] * 4 + [7.0] * 6 and late.waves[1, ::hop].tolist() == [1.0] * 4 + [0.0] * 6
+    assert late.spans == [] and late.category == "dog" and example.mixture.eq(1.0).all()  # the pool item is untouched
+    early = spliced(example, other, 4, False, silence, hop)  # rain alone for 4 frames, then the dog
+    assert early.sources[:, 0].tolist() == [-1.0] * 4 + [2.0] * 6
+    assert early.waves[1, ::hop].tolist() == [0.0] * 4 + [1.0] * 6
