@@ -10,7 +10,6 @@ blocks come back from the heap instead.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -45,8 +44,7 @@ def keep_freed_memory() -> bool:
     if os.environ.get(OPT_OUT_ENV, "1") == "0" or not sys.platform.startswith("linux"):
         return _applied
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on (no library search)
     except (OSError, AttributeError):  # not glibc
         return _applied
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
