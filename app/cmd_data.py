@@ -92,10 +92,10 @@ def register(commands: argparse._SubParsersAction, train_commands: argparse._Sub
 
 def _run_long(args: argparse.Namespace) -> int:
     from dataengine.build import write_long_mixtures
+    from dataengine.manifest import read_manifest
 
     manifest = write_long_mixtures(Path(args.data), args.split, args.seconds, args.count)
-    lines = sum(1 for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip())
-    print(f"wrote {manifest} ({lines} mixtures of {args.seconds:g} s)")
+    print(f"wrote {manifest} ({len(read_manifest(manifest, resolve=False))} mixtures of {args.seconds:g} s)")
     return 0
 
 
