@@ -15,6 +15,7 @@ import json
 import math
 import warnings
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -109,8 +110,9 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, T)`` -> ``(B, C, T)``."""
-        alpha = self.alpha
+        """``(B, C, T)`` -> ``(B, C, T)``, or ``(B, C, 1, T)`` -> ``(B, C, 1, T)`` inside a channels-last encoder
+        (:func:`use_channels_last`)."""
+        alpha = self.alpha if x.dim() == 3 else self.alpha.unsqueeze(-1)
         if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad):
             wave = torch.sin(alpha * x)
             return torch.addcmul(x, wave, wave * (alpha + 1e-9).reciprocal())
@@ -130,6 +132,44 @@ def use_eager_snake(module: nn.Module) -> None:
             setattr(module, name, replacement)
         else:
             use_eager_snake(child)
+
+
+def _conv_over_rows(conv: nn.Conv1d, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv``'s convolution of a ``(B, C, 1, T)`` channels-last input, as a 2-D convolution with a ``1 x k``
+    kernel (the 1-D form of a 3-D input is unchanged)."""
+    if x.dim() == 3:
+        return nn.Conv1d._conv_forward(conv, x, weight, bias)
+    if conv.padding_mode != "zeros":
+        raise NotImplementedError(f"channels-last encoder: padding_mode {conv.padding_mode!r} is not supported")
+    kernel = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    out = F.conv2d(x, kernel, bias, (1, conv.stride[0]), (0, conv.padding[0]), (1, conv.dilation[0]), conv.groups)
+    return out.contiguous(memory_format=torch.channels_last)  # a no-op except after a one-channel input
+
+
+def _to_rows(module: nn.Module, args: tuple) -> tuple:
+    wav, *rest = args
+    return (wav.unsqueeze(2).contiguous(memory_format=torch.channels_last), *rest)
+
+
+def _from_rows(module: nn.Module, args: tuple, out: Tensor) -> Tensor:
+    return out.squeeze(2).contiguous()
+
+
+def use_channels_last(encoder: nn.Module) -> None:
+    """Run a DAC encoder (``dac.model.dac.Encoder`` or transformers' ``PeAudioDacEncoder``; ``(B, 1, N)`` in,
+    ``(B, D, T)`` out, as before) on ``(B, C, 1, T)`` channels-last activations.
+
+    oneDNN's convolutions with DAC's few channels (8 and 16 at the full and half rate) are about three times
+    faster in that layout than on ``(B, C, T)``; the Snakes (:class:`Snake`) and the residual adds do not care.
+    Weights, state-dict keys and training are unchanged; values agree to float rounding (about 1e-6).
+    """
+    for module in encoder.modules():
+        if isinstance(module, Snake1d) or type(module).__name__ == "Snake1d":
+            raise TypeError("use_channels_last needs the eager Snake; call use_eager_snake first")
+        if isinstance(module, nn.Conv1d):
+            module._conv_forward = partial(_conv_over_rows, module)  # instance attribute; the class is untouched
+    encoder.register_forward_pre_hook(_to_rows)
+    encoder.register_forward_hook(_from_rows)
 
 
 class VAEBottleneck(nn.Module):
@@ -291,6 +331,7 @@ class Codec(nn.Module):
             else:
                 raise WeightsError(f"codec config: unknown decoder_head {c.decoder_head!r} (waveform or istft)")
         use_eager_snake(self)
+        use_channels_last(self.encoder)
 
     # ------------------------------------------------------------------ properties
     @property

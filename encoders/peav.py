@@ -371,9 +371,12 @@ class PromptEncoder(nn.Module):
 
     def __init__(self, config: PromptEncoderConfig, model: PreTrainedModel, tokenizer) -> None:
         super().__init__()
-        from encoders.codec import use_eager_snake
+        from encoders.codec import use_channels_last, use_eager_snake
 
         use_eager_snake(model)  # the audio tower's DAC front end: same weights and values, less allocation
+        for module in list(model.modules()):
+            if type(module).__name__ == "PeAudioDacEncoder":
+                use_channels_last(module)  # same weights, about 3x faster convolutions on CPU
         self.config = config
         self.model = model
         self.tokenizer = tokenizer

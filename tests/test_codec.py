@@ -393,3 +393,43 @@ def test_eager_snake_replaces_transformers_snake_with_the_same_values():
     assert x.grad is not None and snake.alpha.grad is not None
     with torch.inference_mode():
         torch.testing.assert_close(snake(x.detach()), trained.detach(), atol=1e-6, rtol=1e-6)
+
+
+def test_channels_last_encoder_matches_the_plain_layout_and_trains():
+    """``use_channels_last`` runs DAC's and PE-Audio's encoders on ``(B, C, 1, T)`` channels-last activations: every
+    convolution sees that layout, the output is the plain ``(B, D, T)`` to float rounding (forward and gradients),
+    the state-dict keys stay, and an encoder still holding DAC's Snake1d is refused."""
+    from dac.model.dac import Encoder
+    from transformers import PeAudioEncoder, PeAudioEncoderConfig
+
+    from encoders.codec import use_channels_last, use_eager_snake
+
+    torch.manual_seed(0)
+    codec = tiny_codec(encoder_dim=4, latent_dim=16)
+    assert codec.encoder._forward_pre_hooks  # the codec's own encoder runs channels-last
+    config = PeAudioEncoderConfig(dac_config=pe_audio_dac_config(codec.config), hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, head_dim=16)
+    for build in (lambda: Encoder(4, [2, 4], 16), lambda: PeAudioEncoder(config).embedder.dac_encoder):
+        plain, fast = build(), build()
+        for module in plain.modules():
+            if hasattr(module, "alpha"):
+                module.alpha.data.uniform_(0.5, 2.0)
+        fast.load_state_dict(plain.state_dict())
+        use_eager_snake(plain)
+        use_eager_snake(fast)
+        use_channels_last(fast)
+        assert sorted(fast.state_dict()) == sorted(plain.state_dict())
+        layouts = []
+        for conv in (m for m in fast.modules() if isinstance(m, torch.nn.Conv1d)):
+            conv.register_forward_hook(lambda m, a, out, seen=layouts: seen.append(
+                out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last)))
+        wav = torch.randn(2, 1, 640 * 3, requires_grad=True)
+        expected, got = plain(wav), fast(wav)
+        assert layouts and all(layouts)
+        assert got.shape == expected.shape and got.is_contiguous()
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+        (grad_plain,) = torch.autograd.grad(expected.square().sum(), wav)
+        (grad_fast,) = torch.autograd.grad(got.square().sum(), wav)
+        torch.testing.assert_close(grad_fast, grad_plain, atol=1e-4, rtol=1e-3)
+    with pytest.raises(TypeError, match="use_eager_snake first"):
+        use_channels_last(Encoder(4, [2, 4], 16))
