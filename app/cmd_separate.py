@@ -287,7 +287,7 @@ def _jobs(args) -> list[tuple[str, Path, list]]:
             raise PromptError("give either --manifest or FILE... with --prompt, not both")
         if not args.manifest.is_file():
             raise PromptError(f"{args.manifest}: no such manifest")
-        root, jobs = args.manifest.parent, []
+        root, jobs, seen = args.manifest.parent, [], {}
         for number, line in enumerate(args.manifest.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -300,7 +300,14 @@ def _jobs(args) -> list[tuple[str, Path, list]]:
             image = root / item["image"] if item.get("image") and not item.get("prompt") else None
             video = root / item["video"] if item.get("video") else None
             prompt = Prompt(text=item.get("prompt"), image=str(image) if image else None, video=video, spans=item.get("spans"))
-            jobs.append((str(item.get("id", Path(item["audio"]).stem)), root / item["audio"], [prompt]))
+            name = str(item.get("id", Path(item["audio"]).stem))
+            if name in seen:
+                raise PromptError(
+                    f"{args.manifest}:{number}: id {name!r} repeats line {seen[name]}; its outputs would overwrite "
+                    "that line's (give each line its own id)"
+                )
+            seen[name] = number
+            jobs.append((name, root / item["audio"], [prompt]))
         return jobs
     if not args.files:
         raise PromptError("give audio/video FILEs (or --manifest)")
@@ -310,10 +317,27 @@ def _jobs(args) -> list[tuple[str, Path, list]]:
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         raise PromptError(f"no such file: {', '.join(missing)}")
-    names = [f.stem for f in args.files]
-    if len(set(names)) != len(names):
-        names = [f"{f.parent.name}_{f.stem}" for f in args.files]
-    return [(n, f, prompts) for n, f in zip(names, args.files, strict=True)]
+    return [(n, f, prompts) for n, f in zip(output_folders(args.files), args.files, strict=True)]
+
+
+def output_folders(files: list[Path]) -> list[str]:
+    """Each input's output folder name: its stem; where two stems are the same, every input's
+    ``<parent>_<stem>``; where those are the same too, ``<parent>_<stem>_<extension>``. The same file given
+    twice is refused."""
+    for name_of in (
+        lambda f: f.stem,
+        lambda f: f"{f.parent.name}_{f.stem}",
+        lambda f: f"{f.parent.name}_{f.stem}_{f.suffix.lstrip('.')}".rstrip("_"),
+    ):
+        names = [name_of(f) for f in files]
+        if len(set(names)) == len(names):
+            return names
+    seen: set[Path] = set()
+    for f in files:
+        if f.resolve() in seen:
+            raise PromptError(f"{f} is given twice")
+        seen.add(f.resolve())
+    raise PromptError(f"cannot name the outputs of {', '.join(map(str, files))} apart; rename one")
 
 
 def run_separate(args) -> int:

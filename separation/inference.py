@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
 from encoders.anchors import Anchor, PromptAnchors
@@ -440,14 +441,21 @@ class Separator:
             out = resample(targets.mean(0), self.sample_rate, rate)[..., :length]
             out = torch.nn.functional.pad(out, (0, length - out.shape[-1]))
             return out[:, None].expand(-1, channels, -1).clone()
+        ratio = rate / self.sample_rate
+        # a recording shorter than one STFT window (a few dozen ms) is zero-padded to one, as its STFT needs
+        refine = self.refiner is not None and cfg.refine
+        short = (self.refiner.config.n_fft if refine else cfg.n_fft) - model_chunk.shape[-1]
+        if short > 0:
+            model_chunk = F.pad(model_chunk, (0, short))
+            targets, residuals = F.pad(targets, (0, short)), F.pad(residuals, (0, short))
+            mix_chunk = F.pad(mix_chunk, (0, max(0, math.ceil(model_chunk.shape[-1] * ratio) - length)))
         passes = [self.masks(model_chunk, t, r, cond) for t, r in zip(targets, residuals, strict=True)]
         masks = torch.stack([m for m, _, _ in passes]).mean(0)
         n_fft, hop = passes[0][1], passes[0][2]
-        ratio = rate / self.sample_rate
         n_fft, hop = max(16, round(n_fft * ratio)), max(4, round(hop * ratio))
         spec = stft(mix_chunk, n_fft, hop)  # (C, F, T)
         masks = carry_masks(masks, spec.shape[-2], spec.shape[-1])
-        return istft(masks[:, None] * spec[None], n_fft, hop, length)
+        return istft(masks[:, None] * spec[None], n_fft, hop, mix_chunk.shape[-1])[..., :length]
 
     # ---------------------------------------------------------------- public
     @torch.no_grad()
@@ -635,6 +643,7 @@ class Separator:
             raise AudioError(f"{path}: zero-length audio (no samples)")
         conditions = self.condition(prompts)
         names = output_names(prompts)
+        created = [parent for parent in (folder, *folder.parents) if not parent.exists()]
         folder.mkdir(parents=True, exist_ok=True)
         temps = [temp_beside(folder / name) for name in names]
         block_start, block = 0, torch.zeros(channels, 0)
@@ -670,6 +679,9 @@ class Separator:
                 writer.close()
             for temp in temps:
                 Path(temp).unlink(missing_ok=True)
+            for parent in created:  # the folders this call made, innermost first, unless something else is in them
+                if parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()
             raise
         finally:
             if source is not None:

@@ -423,7 +423,28 @@ def test_separate_file_errors_leave_nothing_behind(separator, tmp_path):
     bad.write_bytes(b"RIFF0000WAVEjunk")
     with pytest.raises(PromptsepError, match="bad.wav"):
         separator.separate_file(bad, "dog", tmp_path / "out")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()
+    # a failure in the middle of the stream (NaN in the third second) removes the folders it made, keeps others
+    import soundfile as sf
+
+    wav = 0.1 * torch.randn(16000 * 4)
+    wav[16000 * 2 + 5] = float("nan")
+    sf.write(tmp_path / "nan.wav", wav.numpy(), 16000, subtype="FLOAT")
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(PromptsepError, match="NaN"):
+        separator.separate_file(tmp_path / "nan.wav", "dog", tmp_path / "kept" / "a" / "b", block_seconds=1.0)
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+
+
+@pytest.mark.parametrize(("rate", "samples"), [(16000, 10), (16000, 300), (16000, 1023), (44100, 700), (8000, 3)])
+def test_recordings_shorter_than_a_stft_window_separate(separator, rate, samples):
+    """A few milliseconds of audio (under the mask's 1024-point STFT window) separate like any other recording:
+    same length and channels, and target + residual == mixture."""
+    wav = 0.1 * torch.randn(2, samples)
+    result = separator.separate(wav, rate, "dog barking")
+    assert result.targets.shape == (1, 2, samples) and result.residual.shape == (2, samples)
+    assert torch.isfinite(result.targets).all()
+    torch.testing.assert_close(result.targets.sum(0) + result.residual, wav, atol=1e-5, rtol=0)
 
 
 def test_learning_rate_schedule_is_a_python_float_readable_on_resume(tmp_path):
@@ -681,3 +702,22 @@ def test_spliced_examples_silence_the_target_where_another_mixture_takes_over():
     early = spliced(example, other, 4, False, silence, hop)  # rain alone for 4 frames, then the dog
     assert early.sources[:, 0].tolist() == [-1.0] * 4 + [2.0] * 6
     assert early.waves[1, ::hop].tolist() == [0.0] * 4 + [1.0] * 6
+
+
+def test_output_folders_keep_inputs_apart(tmp_path, capsys):
+    """Inputs whose names collide get folders that keep them apart (never one output overwriting another); a file
+    given twice, or a manifest whose ids repeat, is refused before any model loads."""
+    from app.cli import main
+    from app.cmd_separate import output_folders
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert output_folders([a / "x.wav", a / "y.wav"]) == ["x", "y"]
+    assert output_folders([a / "x.wav", b / "x.wav"]) == ["a_x", "b_x"]
+    assert output_folders([a / "x.wav", a / "x.mp3", b / "x.wav"]) == ["a_x_wav", "a_x_mp3", "b_x_wav"]
+    with pytest.raises(PromptsepError, match="given twice"):
+        output_folders([a / "x.wav", a / "x.wav"])
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"id": "one", "audio": "x.wav", "prompt": "dog"}\n\n{"id": "one", "audio": "y.wav", "prompt": "cat"}\n')
+    assert main(["separate", "--manifest", str(manifest), "--out", str(tmp_path / "out")]) == 2
+    assert "m.jsonl:3: id 'one' repeats line 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
