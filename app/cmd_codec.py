@@ -11,7 +11,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from encoders.errors import AudioError, WeightsError
-from encoders.files import save_tensors
+from encoders.files import distinct_stems, save_tensors
 
 
 def load_codec(path: str | None):
@@ -71,13 +71,23 @@ def _inputs(paths: list[str]) -> list[Path]:
     return files
 
 
+def _progress(files: list[Path], desc: str):
+    """(file, output stem) pairs under a progress bar (from two files on); stems as :func:`distinct_stems` makes them."""
+    pairs = list(zip(files, distinct_stems(files), strict=True))
+    return tqdm(pairs, desc=desc, unit="file", disable=len(pairs) < 2)
+
+
+def _report(source: Path, written: Path) -> None:
+    tqdm.write(f"{source} -> {written}")
+
+
 def run_encode(args: argparse.Namespace) -> int:
     codec = load_codec(args.codec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(_inputs(args.inputs), desc="encode", unit="file", disable=len(args.inputs) < 2):
+    for path, stem in _progress(_inputs(args.inputs), "encode"):
         latents, meta = encode_file(codec, path)
-        save_tensors({"latents": latents.contiguous()}, out / f"{path.stem}.safetensors", metadata=meta)
+        _report(path, save_tensors({"latents": latents.contiguous()}, out / f"{stem}.safetensors", metadata=meta))
     return 0
 
 
@@ -87,7 +97,7 @@ def run_decode(args: argparse.Namespace) -> int:
     codec = load_codec(args.codec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(_inputs(args.inputs), desc="decode", unit="file", disable=len(args.inputs) < 2):
+    for path, stem in _progress(_inputs(args.inputs), "decode"):
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata() or {}
@@ -97,7 +107,7 @@ def run_decode(args: argparse.Namespace) -> int:
                 f"{path}: not a latents file written by `promptsep codec encode` ({error})"
             ) from error
         wav, rate = decode_latents(codec, latents, meta)
-        save_audio(out / f"{path.stem}.wav", wav, rate)
+        _report(path, save_audio(out / f"{stem}.wav", wav, rate))
     return 0
 
 
@@ -107,10 +117,10 @@ def run_roundtrip(args: argparse.Namespace) -> int:
     codec = load_codec(args.codec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(_inputs(args.inputs), desc="roundtrip", unit="file", disable=len(args.inputs) < 2):
+    for path, stem in _progress(_inputs(args.inputs), "roundtrip"):
         latents, meta = encode_file(codec, path)
         wav, rate = decode_latents(codec, latents, meta)
-        save_audio(out / f"{path.stem}.wav", wav, rate)
+        _report(path, save_audio(out / f"{stem}.wav", wav, rate))
     return 0
 
 

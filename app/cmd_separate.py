@@ -317,27 +317,10 @@ def _jobs(args) -> list[tuple[str, Path, list]]:
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         raise PromptError(f"no such file: {', '.join(missing)}")
-    return [(n, f, prompts) for n, f in zip(output_folders(args.files), args.files, strict=True)]
+    from encoders.files import distinct_stems
 
+    return [(n, f, prompts) for n, f in zip(distinct_stems(args.files), args.files, strict=True)]
 
-def output_folders(files: list[Path]) -> list[str]:
-    """Each input's output folder name: its stem; where two stems are the same, every input's
-    ``<parent>_<stem>``; where those are the same too, ``<parent>_<stem>_<extension>``. The same file given
-    twice is refused."""
-    for name_of in (
-        lambda f: f.stem,
-        lambda f: f"{f.parent.name}_{f.stem}",
-        lambda f: f"{f.parent.name}_{f.stem}_{f.suffix.lstrip('.')}".rstrip("_"),
-    ):
-        names = [name_of(f) for f in files]
-        if len(set(names)) == len(names):
-            return names
-    seen: set[Path] = set()
-    for f in files:
-        if f.resolve() in seen:
-            raise PromptError(f"{f} is given twice")
-        seen.add(f.resolve())
-    raise PromptError(f"cannot name the outputs of {', '.join(map(str, files))} apart; rename one")
 
 
 def run_separate(args) -> int:

@@ -58,3 +58,28 @@ def save_tensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str
     with staged(path) as temp:
         save_file(tensors, temp, metadata=metadata)
     return Path(path)
+
+
+def distinct_stems(files: list[Path]) -> list[str]:
+    """A name per input file for its outputs that no other input shares: its stem; where two stems are the same,
+    every input's ``<parent>_<stem>``; where those are the same too, ``<parent>_<stem>_<extension>``.
+
+    Raises:
+        AudioError: the same file given twice.
+    """
+    from encoders.errors import AudioError
+
+    for name_of in (
+        lambda f: f.stem,
+        lambda f: f"{f.parent.name}_{f.stem}",
+        lambda f: f"{f.parent.name}_{f.stem}_{f.suffix.lstrip('.')}".rstrip("_"),
+    ):
+        names = [name_of(Path(f).absolute()) for f in files]
+        if len(set(names)) == len(names):
+            return names
+    seen: set[Path] = set()
+    for f in files:
+        if Path(f).resolve() in seen:
+            raise AudioError(f"{f} is given twice")
+        seen.add(Path(f).resolve())
+    raise AudioError(f"cannot name the outputs of {', '.join(map(str, files))} apart; rename one")

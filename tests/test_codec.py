@@ -292,6 +292,12 @@ def test_cli_roundtrip_keeps_rate_channels_and_length(tmp_path: Path):
     decoded, rate = soundfile.read(tmp_path / "dec" / "clip.wav")
     assert rate == 22050 and decoded.shape == stereo.shape
     assert main(["codec", "roundtrip", str(tmp_path / "missing.wav"), "--out", str(tmp_path), *common]) == 2
+    # two inputs with one stem keep apart (the second is another length, so an overwrite would show)
+    soundfile.write(tmp_path / "clip.flac", stereo[:8000], 22050)
+    inputs = [str(tmp_path / "clip.wav"), str(tmp_path / "clip.flac")]
+    assert main(["codec", "roundtrip", *inputs, "--out", str(tmp_path / "both"), *common]) == 0
+    lengths = {p.name: soundfile.info(p).frames for p in (tmp_path / "both").iterdir()}
+    assert lengths == {f"{tmp_path.name}_clip_wav.wav": 22050 + 17, f"{tmp_path.name}_clip_flac.wav": 8000}
 
 
 def test_warm_start_copies_the_encoder_into_a_new_decoder_head():

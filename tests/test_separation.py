@@ -708,7 +708,7 @@ def test_output_folders_keep_inputs_apart(tmp_path, capsys):
     """Inputs whose names collide get folders that keep them apart (never one output overwriting another); a file
     given twice, or a manifest whose ids repeat, is refused before any model loads."""
     from app.cli import main
-    from app.cmd_separate import output_folders
+    from encoders.files import distinct_stems as output_folders
 
     a, b = tmp_path / "a", tmp_path / "b"
     assert output_folders([a / "x.wav", a / "y.wav"]) == ["x", "y"]
