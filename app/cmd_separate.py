@@ -95,6 +95,14 @@ def register(commands, train_commands) -> None:
     p.add_argument("--plain", action="store_true", help="write the decoded codec output instead of the mixture-consistent masked output")
     p.add_argument("--no-refine", action="store_true", help="use the plain ratio mask even when the bundle has a mask refiner")
     p.add_argument(
+        "--splitter-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="weight of the bundle's splitter (a class-agnostic two-output separator) in each target's mask, "
+        "mask^(1-W) * splitter^W (0 turns it off; default: the library's, see README)",
+    )
+    p.add_argument(
         "--mask-floor",
         type=float,
         default=None,
@@ -336,6 +344,10 @@ def run_separate(args) -> int:
         if not 0.0 <= args.mask_floor < 1.0:
             raise PromptError(f"--mask-floor {args.mask_floor}: expected a fraction in [0, 1)")
         config.mask_floor = args.mask_floor
+    if args.splitter_weight is not None:
+        if not 0.0 <= args.splitter_weight <= 1.0:
+            raise PromptError(f"--splitter-weight {args.splitter_weight}: expected a weight in [0, 1]")
+        config.splitter_weight = args.splitter_weight
     if args.steps:
         config.steps = args.steps
     if args.shifts is not None:

@@ -490,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap-seconds", type=float, default=None, help="overlap of promptsep's chunks (InferenceConfig.overlap_seconds)"
     )
     parser.add_argument(
+        "--splitter-weight", type=float, default=None,
+        help="weight of the bundle's splitter in promptsep's masks (InferenceConfig.splitter_weight; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--splitter-soft", action="store_true", default=None,
+        help="scale the splitter's weight by how clearly one of its outputs is the prompt's (InferenceConfig.splitter_soft)",
+    )
+    parser.add_argument(
         "--rate", type=int, default=SAMPLE_RATE,
         help=f"load and score every mixture at this sample rate (default {SAMPLE_RATE}, the model's); promptsep gets "
         "the audio at it, as from a 44.1 or 48 kHz recording (a data build with --rate 44100 has such manifests). "
@@ -565,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = reworded_rows(rows, args.prompts)
         baselines = Path(args.baselines) if args.baselines else None
         overrides = {} if args.anchor_threshold is LIBRARY_DEFAULT else {"anchor_threshold": args.anchor_threshold}
-        for key in ("phrasings", "chunk_seconds", "overlap_seconds"):
+        for key in ("phrasings", "chunk_seconds", "overlap_seconds", "splitter_weight", "splitter_soft"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         names = args.systems.split(",") if args.systems else None
