@@ -494,8 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the bundle's splitter in promptsep's masks (InferenceConfig.splitter_weight; 0 turns it off)",
     )
     parser.add_argument(
-        "--splitter-soft", action="store_true", default=None,
-        help="scale the splitter's weight by how clearly one of its outputs is the prompt's (InferenceConfig.splitter_soft)",
+        "--splitter-hard", dest="splitter_soft", action="store_false", default=None,
+        help="keep the splitter's weight fixed instead of scaling it by how clearly one of its outputs is the prompt's "
+        "(InferenceConfig.splitter_soft)",
     )
     parser.add_argument(
         "--rate", type=int, default=SAMPLE_RATE,
