@@ -23,7 +23,7 @@ from einops import rearrange
 
 from encoders.anchors import Anchor, PromptAnchors
 from encoders.audio_io import load_audio, resample
-from encoders.errors import PromptError, WeightsError
+from encoders.errors import AudioError, PromptError, WeightsError
 from encoders.files import publish, temp_beside
 from encoders.namer import Naming, PictureNamer
 from separation.masking import carry_masks, floor_masks, istft, prompt_masks, share_masks, stft
@@ -526,7 +526,11 @@ class Separator:
         if candidates < 1:
             raise PromptError("candidates must be at least 1")
         wav = audio[None] if audio.dim() == 1 else audio
+        if wav.dim() != 2 or wav.shape[-1] == 0:
+            raise AudioError(f"separate() expects a waveform (N,) or (C, N) with samples, got shape {tuple(audio.shape)}")
         wav = wav.float()
+        if not torch.isfinite(wav).all():
+            raise AudioError("separate(): the waveform contains NaN or Inf samples")
         conditions = self.condition(prompts)
         runs = []
         for k in range(candidates):
@@ -664,7 +668,6 @@ class Separator:
         import soundfile as sf
 
         from encoders.audio_io import load_audio
-        from encoders.errors import AudioError
 
         prompts = as_prompts(prompts)
         path, folder = Path(path), Path(folder)

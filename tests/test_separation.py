@@ -721,3 +721,21 @@ def test_output_folders_keep_inputs_apart(tmp_path, capsys):
     assert main(["separate", "--manifest", str(manifest), "--out", str(tmp_path / "out")]) == 2
     assert "m.jsonl:3: id 'one' repeats line 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("wav", "message"),
+    [
+        (torch.full((1, 16000), float("nan")), "NaN or Inf"),
+        (torch.tensor([[0.0, float("inf")] * 8000]), "NaN or Inf"),
+        (torch.zeros(1, 1, 16000), r"\(N,\) or \(C, N\)"),
+        (torch.zeros(2, 0), "with samples"),
+    ],
+)
+def test_separate_refuses_waveforms_it_cannot_separate(separator, wav, message):
+    """NaN or Inf samples, a batch axis or no samples at all raise a one-line AudioError, not NaN output or a
+    convolution's error deep inside the codec."""
+    from encoders.errors import AudioError
+
+    with pytest.raises(AudioError, match=message):
+        separator.separate(wav, 16000, "dog barking")
