@@ -330,7 +330,6 @@ def _jobs(args) -> list[tuple[str, Path, list]]:
     return [(n, f, prompts) for n, f in zip(distinct_stems(args.files), args.files, strict=True)]
 
 
-
 def run_separate(args) -> int:
     from separation.inference import InferenceConfig, Separator
 

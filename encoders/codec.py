@@ -164,7 +164,7 @@ def use_channels_last(encoder: nn.Module) -> None:
     Weights, state-dict keys and training are unchanged; values agree to float rounding (about 1e-6).
     """
     for module in encoder.modules():
-        if isinstance(module, Snake1d) or type(module).__name__ == "Snake1d":
+        if type(module).__name__ == "Snake1d":  # DAC's and transformers' copies
             raise TypeError("use_channels_last needs the eager Snake; call use_eager_snake first")
         if isinstance(module, nn.Conv1d):
             module._conv_forward = partial(_conv_over_rows, module)  # instance attribute; the class is untouched

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from encoders.errors import AudioError
+
 
 def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it is to set it; read once, at import, before any threads
@@ -67,8 +69,6 @@ def distinct_stems(files: list[Path]) -> list[str]:
     Raises:
         AudioError: the same file given twice.
     """
-    from encoders.errors import AudioError
-
     for name_of in (
         lambda f: f.stem,
         lambda f: f"{f.parent.name}_{f.stem}",

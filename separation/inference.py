@@ -429,11 +429,11 @@ class Separator:
         residuals: torch.Tensor,
         cond: torch.Tensor | None = None,
         split: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, int, int]:
-        """Per-prompt masks on the model-rate mixture's STFT, scaled to sum to at most one, with that STFT's
-        ``n_fft`` and ``hop`` (:meth:`mask_stft`): the refiner's when the bundle has one (and ``config.refine``),
-        else the plain ratio masks of :func:`~separation.masking.prompt_masks`; joined with the splitter's
-        (``split``, from :meth:`~separation.splitter.Splitter.masks`) when given; raised to ``config.mask_floor``.
+    ) -> torch.Tensor:
+        """Per-prompt masks on the model-rate mixture's STFT (:meth:`mask_stft`), scaled to sum to at most one:
+        the refiner's when the bundle has one (and ``config.refine``), else the plain ratio masks of
+        :func:`~separation.masking.prompt_masks`; joined with the splitter's (``split``, from
+        :meth:`~separation.splitter.Splitter.masks`) when given; raised to ``config.mask_floor``.
 
         Shape:
             mixture ``(N,)`` mono at the model rate; targets, residuals ``(P, N)``; cond ``(P, E)`` the pooled
@@ -449,7 +449,7 @@ class Separator:
             masks = share_masks(self.refiner.masks(mixture.to(device), targets.to(device), residuals.to(device), cond).cpu())
         if split is not None:
             masks = share_masks(fuse_masks(masks.cpu(), *split, cfg.splitter_weight, cfg.splitter_soft))
-        return floor_masks(masks, cfg.mask_floor), n_fft, hop
+        return floor_masks(masks, cfg.mask_floor)
 
     def _apply(
         self,
@@ -485,10 +485,8 @@ class Separator:
         split = None
         if self.splitter is not None and cfg.splitter_weight > 0:
             split = self.splitter.masks(model_chunk, mask_fft, mask_hop)  # once per chunk, shared by the shifts
-        passes = [self.masks(model_chunk, t, r, cond, split) for t, r in zip(targets, residuals, strict=True)]
-        masks = torch.stack([m for m, _, _ in passes]).mean(0)
-        n_fft, hop = passes[0][1], passes[0][2]
-        n_fft, hop = max(16, round(n_fft * ratio)), max(4, round(hop * ratio))
+        masks = torch.stack([self.masks(model_chunk, t, r, cond, split) for t, r in zip(targets, residuals, strict=True)]).mean(0)
+        n_fft, hop = max(16, round(mask_fft * ratio)), max(4, round(mask_hop * ratio))
         spec = stft(mix_chunk, n_fft, hop)  # (C, F, T)
         masks = carry_masks(masks, spec.shape[-2], spec.shape[-1])
         return istft(masks[:, None] * spec[None], n_fft, hop, mix_chunk.shape[-1])[..., :length]

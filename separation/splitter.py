@@ -12,7 +12,9 @@ Measured on val (chosen there, confirmed on test: README, "The splitter"): ``w =
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -22,25 +24,47 @@ from separation.masking import stft
 
 
 class Splitter:
-    """A two-output separator (``(1, N)`` -> ``(1, 2, N)``) at ``sample_rate``, read as two ratio masks."""
+    """A two-output separator (``(1, N)`` -> ``(1, 2, N)``) at ``sample_rate``, read as two ratio masks.
 
-    def __init__(self, model: torch.nn.Module, sample_rate: int) -> None:
-        self.model = model.eval()
+    ``model`` may be a zero-argument function that builds it: it is then called at the first use (see
+    :meth:`from_pretrained`).
+    """
+
+    def __init__(self, model: torch.nn.Module | Callable[[], torch.nn.Module], sample_rate: int) -> None:
+        self._model = model.eval() if isinstance(model, torch.nn.Module) else None
+        self._build = None if self._model is not None else model
         self.sample_rate = int(sample_rate)
+        self.device = torch.device("cpu")
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "Splitter":
+    def from_pretrained(cls, path: str | Path) -> "Splitter":
         """A folder written by :func:`separation.baselines.save_baseline` for ``convtasnet`` (``config.json`` +
-        ``model.safetensors``, fp16 or fp32)."""
-        from separation.baselines import load_baseline
+        ``model.safetensors``, fp16 or fp32). Only the config is read here; the weights load at the first use,
+        since importing asteroid takes about a second that a bundle whose splitter is off should not pay."""
+        config_file = Path(path) / "config.json"
+        if not config_file.is_file():
+            raise WeightsError(f"splitter file {config_file} is missing")
+        config = json.loads(config_file.read_text())
+        if config.get("which") != "convtasnet":
+            raise WeightsError(f"{path}: a splitter is a two-output ConvTasNet, not {config.get('which')!r}")
 
-        baseline = load_baseline(path)
-        if baseline.which != "convtasnet":
-            raise WeightsError(f"{path}: a splitter is a two-output ConvTasNet, not {baseline.which!r}")
-        return cls(baseline.model.float().to(device), baseline.sample_rate)
+        def build() -> torch.nn.Module:
+            from separation.baselines import load_baseline
+
+            return load_baseline(path).model.float()
+
+        return cls(build, config["model"]["sample_rate"])
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = self._build().eval().to(self.device)
+        return self._model
 
     def to(self, device: str | torch.device) -> "Splitter":
-        self.model.to(device)
+        self.device = torch.device(device)
+        if self._model is not None:
+            self._model.to(self.device)
         return self
 
     @torch.no_grad()
@@ -51,8 +75,7 @@ class Splitter:
             mixture ``(N,)`` mono at :attr:`sample_rate` -> masks ``(2, F, frames)`` summing to one (where the
             outputs have any energy), power ``(F, frames)``.
         """
-        device = next(self.model.parameters()).device
-        outputs = self.model(mixture.to(device)[None].float())[0][:, : mixture.shape[-1]].cpu()
+        outputs = self.model(mixture.to(self.device)[None].float())[0][:, : mixture.shape[-1]].cpu()
         magnitudes = stft(outputs, n_fft, hop).abs()
         masks = magnitudes / magnitudes.sum(0, keepdim=True).clamp(min=1e-8)
         return masks, stft(mixture.cpu().float(), n_fft, hop).abs().square()
