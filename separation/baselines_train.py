@@ -209,6 +209,21 @@ class Trainer:
         return float(np.median(values)) if values else math.nan
 
 
+def _warm_start(path: str, which: str, model: torch.nn.Module, model_config: dict) -> torch.nn.Module:
+    """``model`` with the weights of the baseline saved at ``path``, which must be the same kind and shape."""
+    from separation.baselines import load_baseline
+
+    saved = load_baseline(path)
+    config = json.loads((Path(path) / "config.json").read_text())
+    if config.get("which") != which or config.get("model") != model_config:
+        raise PromptsepError(
+            f"--init {path} holds a {config.get('which')} with config {config.get('model')}, "
+            f"not this run's {which} with {model_config}"
+        )
+    model.load_state_dict(saved.model.float().state_dict())
+    return model
+
+
 def train(args: argparse.Namespace) -> dict:
     """Train until the time budget is spent; save and return the training summary."""
     torch.set_num_threads(args.threads)
@@ -220,6 +235,8 @@ def train(args: argparse.Namespace) -> dict:
         model, model_config = build_baseline(
             "lass", {"sample_rate": args.sample_rate, "text_encoder": text.kind}
         )
+    if args.init:
+        model = _warm_start(args.init, args.which, model, model_config)
     trainer = Trainer(args.which, model, args.lr, text)
     data = Path(args.data)
     stream = batches(data, args.batch_size, args.seconds, args.sample_rate, args.seed, args.source)
@@ -228,6 +245,10 @@ def train(args: argparse.Namespace) -> dict:
     steps, recent = 0, []
     with tqdm(total=round(budget), unit="s", desc=f"train {args.which}") as bar:
         while time.monotonic() - start < budget and (args.max_steps is None or steps < args.max_steps):
+            if args.cosine:
+                fraction = min((time.monotonic() - start) / budget, 1.0)
+                for group in trainer.optimizer.param_groups:
+                    group["lr"] = args.lr * 0.5 * (1.0 + math.cos(math.pi * fraction))
             loss = trainer.step(next(stream))
             steps += 1
             recent = (recent + [loss])[-50:]
@@ -240,6 +261,8 @@ def train(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "seconds": args.seconds,
         "lr": args.lr,
+        "schedule": "cosine" if args.cosine else "constant",
+        "init": str(args.init) if args.init else None,
         "final_loss": float(np.mean(recent)) if recent else math.nan,
     }
     val_manifest = data / "val.jsonl"
@@ -265,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--init", default=None, help="start from the weights of a baseline folder of the same kind (warm start)"
+    )
+    parser.add_argument(
+        "--cosine", action="store_true", help="decay the learning rate to 0 over the budget (cosine)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--source",

@@ -157,9 +157,8 @@ def test_unknown_config_key_is_a_weights_error():
         build_baseline("demucs")
 
 
-def test_train_cli_on_a_manifest(tmp_path):
-    """Two steps of the real entry point on precomputed mixtures; writes a loadable baseline."""
-    data = tmp_path / "data"
+def write_toy_data(data) -> None:
+    """Two precomputed toy mixtures as ``train.jsonl`` and ``val.jsonl`` under ``data``."""
     rows = []
     batch = toy_batch(batch=2, n=8000)
     for i in range(2):
@@ -180,33 +179,55 @@ def test_train_cli_on_a_manifest(tmp_path):
         )
     for split in ("train", "val"):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def train_args(data, out, *extra: str) -> list[str]:
+    return [
+        "--which", "convtasnet", "--data", str(data), "--out", str(out), "--source", "manifest",
+        "--batch-size", "1", "--seconds", "0.25", *extra,
+    ]  # fmt: skip
+
+
+def test_train_cli_on_a_manifest(tmp_path):
+    """Two steps of the real entry point on precomputed mixtures; writes a loadable baseline."""
+    data = tmp_path / "data"
+    write_toy_data(data)
     out = tmp_path / "run"
-    code = train_main(
-        [
-            "--which",
-            "convtasnet",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--source",
-            "manifest",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "1",
-            "--seconds",
-            "0.25",
-            "--val-items",
-            "2",
-        ]
-    )
-    assert code == 0
+    assert train_main(train_args(data, out, "--max-steps", "2", "--val-items", "2")) == 0
     summary = json.loads((out / "config.json").read_text())["training"]
     assert (
         summary["steps"] == 2 and summary["val_items"] == 2 and math.isfinite(summary["val_median_si_sdri"])
     )
+    assert summary["schedule"] == "constant" and summary["init"] is None
     assert load_baseline(out).which == "convtasnet"
+
+
+def test_train_cli_warm_start_and_cosine(tmp_path, capsys):
+    """``--init`` starts from a saved baseline's weights (no step: the very same weights); ``--cosine`` is
+    recorded; a folder of another kind or shape is refused with exit code 2 and nothing written."""
+    data = tmp_path / "data"
+    write_toy_data(data)
+    first = tmp_path / "first"
+    assert train_main(train_args(data, first, "--max-steps", "1", "--val-items", "0", "--seed", "3")) == 0
+    warm = tmp_path / "warm"
+    code = train_main(
+        train_args(data, warm, "--max-steps", "0", "--val-items", "0", "--init", str(first), "--cosine")
+    )
+    assert code == 0
+    summary = json.loads((warm / "config.json").read_text())["training"]
+    assert summary["steps"] == 0 and summary["schedule"] == "cosine" and summary["init"] == str(first)
+    before = load_baseline(first).model.state_dict()
+    after = load_baseline(warm).model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    small = tmp_path / "small"
+    model, config = build_baseline("convtasnet", dict(TINY_TASNET, sample_rate=RATE))
+    save_baseline(small, "convtasnet", model, config)
+    refused = tmp_path / "refused"
+    code = train_main(train_args(data, refused, "--max-steps", "1", "--val-items", "0", "--init", str(small)))
+    assert code == 2 and not refused.exists()
+    assert f"--init {small} holds a convtasnet with config" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------ benchmark helpers
