@@ -103,21 +103,22 @@ def test_cli_manifest_mode(tmp_path):
         assert (tmp_path / "out" / name / "residual.wav").is_file()
 
 
-def test_shipped_splitter_loads_and_joins_in_on_request(separator):
-    """The bundle's splitter loads, is left out by default, and with ``splitter_weight`` 0.3 changes the target and
-    keeps it well above the mixture on the bundled example, target + residual still the mixture."""
+def test_shipped_splitter_loads_and_joins_in_by_default(separator):
+    """The bundle's splitter loads and joins in by default (weight 0.5): the target differs from the one with
+    ``splitter_weight`` 0, is still well above the mixture on the bundled example, and target + residual is still
+    the mixture."""
     from separation.inference import InferenceConfig, Separator
     from separation.splitter import Splitter
 
-    assert isinstance(separator.splitter, Splitter) and separator.config.splitter_weight == 0
+    assert isinstance(separator.splitter, Splitter) and separator.config.splitter_weight == 0.5
     mixture, rate = load_audio(MIX)
     truth, _ = load_audio(TARGET)
-    plain = separator.separate(mixture, rate, PROMPT)
-    joined_sep = Separator(
-        separator.codec, separator.prompt_encoder, separator.model, InferenceConfig(splitter_weight=0.3),
+    joined = separator.separate(mixture, rate, PROMPT)
+    plain_sep = Separator(
+        separator.codec, separator.prompt_encoder, separator.model, InferenceConfig(splitter_weight=0.0),
         refiner=separator.refiner, splitter=separator.splitter,
     )
-    joined = joined_sep.separate(mixture, rate, PROMPT)
+    plain = plain_sep.separate(mixture, rate, PROMPT)
     change = (joined.targets - plain.targets).pow(2).sum() / plain.targets.pow(2).sum()
     assert change > 1e-3
     torch.testing.assert_close(joined.targets.sum(0) + joined.residual, mixture, atol=1e-5, rtol=0)

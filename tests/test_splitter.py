@@ -56,7 +56,9 @@ def test_separator_with_a_splitter_keeps_the_mixture_sum_and_weight_zero_turns_i
     joined = Separator(
         *args, InferenceConfig(chunk_seconds=2.0, overlap_seconds=0.5, splitter_weight=0.3), splitter=tiny_splitter()
     )
-    off = Separator(*args, InferenceConfig(chunk_seconds=2.0, overlap_seconds=0.5), splitter=tiny_splitter())  # default 0
+    off = Separator(
+        *args, InferenceConfig(chunk_seconds=2.0, overlap_seconds=0.5, splitter_weight=0.0), splitter=tiny_splitter()
+    )
     result = joined.separate(wav, 16000, [Prompt(text="dog"), Prompt(text="piano")])
     assert result.targets.shape == (2, 2, wav.shape[-1])
     torch.testing.assert_close(result.targets.sum(0) + result.residual, wav, atol=1e-5, rtol=0)
