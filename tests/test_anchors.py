@@ -57,9 +57,9 @@ def test_separator_hears_the_anchor_and_keeps_training_phrasings(separator):
     assert separator.heard_text("a gentleman speaks") in CATEGORIES["male speech"].phrasings
     assert separator.heard_text("dog barking") == "dog barking"
     parts = (separator.codec, separator.prompt_encoder, separator.model)
-    strict = Separator(*parts, InferenceConfig(anchor_threshold=1.01, phrasings=1), refiner=separator.refiner)
+    strict = Separator(*parts, InferenceConfig(anchor_threshold=1.01, phrasings=1), refiner=separator.refiner, splitter=separator.splitter)
     assert strict.heard_text("a gentleman speaks") == "a gentleman speaks"
-    off = Separator(*parts, InferenceConfig(anchor_threshold=None, phrasings=1), refiner=separator.refiner)
+    off = Separator(*parts, InferenceConfig(anchor_threshold=None, phrasings=1), refiner=separator.refiner, splitter=separator.splitter)
     assert off.anchor("a gentleman speaks") is None and off.heard_text("a gentleman speaks") == "a gentleman speaks"
 
     # a paraphrase separates exactly as its anchor; a training phrasing exactly as with anchoring off
@@ -109,7 +109,7 @@ def test_phrasing_ensemble_rows_and_masks(separator):
 
     def with_config(**kwargs):
         parts = (separator.codec, separator.prompt_encoder, separator.model)
-        return Separator(*parts, InferenceConfig(**kwargs), refiner=separator.refiner)
+        return Separator(*parts, InferenceConfig(**kwargs), refiner=separator.refiner, splitter=separator.splitter)
 
     two = with_config(anchor_threshold=0.0, phrasings=2)
     # a new wording: the anchor, then the prompt as typed; a training phrasing: two phrasings of its sound

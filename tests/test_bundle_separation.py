@@ -42,7 +42,10 @@ def test_shipped_refiner_is_used_and_keeps_the_example_improving(separator):
     mixture, rate = load_audio(MIX)
     truth, _ = load_audio(TARGET)
     refined = separator.separate(mixture, rate, PROMPT)
-    plain_sep = Separator(separator.codec, separator.prompt_encoder, separator.model, InferenceConfig(refine=False))
+    plain_sep = Separator(
+        separator.codec, separator.prompt_encoder, separator.model, InferenceConfig(refine=False),
+        splitter=separator.splitter,
+    )
     plain = plain_sep.separate(mixture, rate, PROMPT)
     change = (refined.targets - plain.targets).pow(2).sum() / plain.targets.pow(2).sum()
     assert change > 1e-3
