@@ -31,6 +31,7 @@ from separation.baselines import (
     BASELINE_NAMES,
     TextEmbedder,
     build_baseline,
+    load_baseline,
     neg_si_sdr_loss,
     oracle_pick,
     pit_loss,
@@ -209,19 +210,15 @@ class Trainer:
         return float(np.median(values)) if values else math.nan
 
 
-def _warm_start(path: str, which: str, model: torch.nn.Module, model_config: dict) -> torch.nn.Module:
-    """``model`` with the weights of the baseline saved at ``path``, which must be the same kind and shape."""
-    from separation.baselines import load_baseline
-
+def _warm_start(path: str, which: str, model_config: dict) -> torch.nn.Module:
+    """The model of the baseline saved at ``path`` (fp32), which must be ``which`` with ``model_config``."""
     saved = load_baseline(path)
-    config = json.loads((Path(path) / "config.json").read_text())
-    if config.get("which") != which or config.get("model") != model_config:
+    if saved.which != which or saved.config.model != model_config:
         raise PromptsepError(
-            f"--init {path} holds a {config.get('which')} with config {config.get('model')}, "
+            f"--init {path} holds a {saved.which} with config {saved.config.model}, "
             f"not this run's {which} with {model_config}"
         )
-    model.load_state_dict(saved.model.float().state_dict())
-    return model
+    return saved.model.float()
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -236,7 +233,7 @@ def train(args: argparse.Namespace) -> dict:
             "lass", {"sample_rate": args.sample_rate, "text_encoder": text.kind}
         )
     if args.init:
-        model = _warm_start(args.init, args.which, model, model_config)
+        model = _warm_start(args.init, args.which, model_config)
     trainer = Trainer(args.which, model, args.lr, text)
     data = Path(args.data)
     stream = batches(data, args.batch_size, args.seconds, args.sample_rate, args.seed, args.source)

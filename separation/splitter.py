@@ -2,10 +2,11 @@
 
 promptsep's masks come from a codec at 25 latent frames per second and a prompt it may only half recognise; a
 waveform-domain separator that knows nothing of prompts (asteroid's ConvTasNet, 2 outputs, trained with PIT on the
-data engine's mixtures: the benchmark's ``convtasnet`` baseline trained on to 82 CPU minutes) splits the mixture far more sharply in time but
-cannot say which of its two outputs is the prompted sound. Together: each prompt takes the output whose ratio mask
-is closest to its own (power-weighted squared difference over the mixture's STFT), and the two masks are joined as
-a weighted geometric mean, ``m_prompt^(1-w) * m_split^w``. A bin stays in the target only where both agree.
+data engine's mixtures: the benchmark's ``convtasnet`` baseline trained on to 82 CPU minutes) splits the mixture far
+more sharply in time but cannot say which of its two outputs is the prompted sound. Together: each prompt takes the
+output whose ratio mask is closest to its own (power-weighted squared difference over the mixture's STFT), and the
+two masks are joined as a weighted geometric mean, ``m_prompt^(1-w) * m_split^w``. A bin stays in the target only
+where both agree.
 
 Chosen on val among 0.3 and 0.5, then confirmed on test (README, "The splitter"): ``w = 0.5``, scaled down per prompt
 and chunk when the pick is unclear (``soft``).
@@ -41,7 +42,8 @@ class Splitter:
     def from_pretrained(cls, path: str | Path) -> "Splitter":
         """A folder written by :func:`separation.baselines.save_baseline` for ``convtasnet`` (``config.json`` +
         ``model.safetensors``, fp16 or fp32). Only the config is read here; the weights load at the first use,
-        since importing asteroid takes about a second that a bundle whose splitter is off should not pay."""
+        since importing asteroid takes about a second that a Separator run with ``splitter_weight`` 0 should not
+        pay."""
         config_file = Path(path) / "config.json"
         if not config_file.is_file():
             raise WeightsError(f"splitter file {config_file} is missing")
@@ -97,8 +99,6 @@ def fuse_masks(masks: Tensor, split: Tensor, power: Tensor, weight: float, soft:
     distance = ((split[None] - masks[:, None]).square() * power).flatten(2).sum(-1)  # (P, 2)
     near, far = distance.min(dim=1), distance.max(dim=1).values
     chosen = split[near.indices]
-    w = torch.full_like(far, weight)
-    if soft:
-        w = weight * (1.0 - near.values / far.clamp(min=1e-12))
+    w = weight * (1.0 - near.values / far.clamp(min=1e-12)) if soft else torch.full_like(far, weight)
     w = w[:, None, None]
     return masks.clamp(min=0).pow(1.0 - w) * chosen.pow(w)
