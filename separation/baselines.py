@@ -112,6 +112,43 @@ def build_convtasnet(config: ConvTasNetBaselineConfig) -> nn.Module:
     return ConvTasNet(**args)
 
 
+GROWABLE = ("n_blocks", "n_repeats")
+
+
+def grow_convtasnet(model: nn.Module, config: dict, grown: nn.Module, grown_config: dict) -> nn.Module:
+    """``grown`` set to compute exactly what ``model`` computes, its extra blocks ready to learn.
+
+    ``grown_config`` may differ from ``config`` only by more blocks per repeat (the new blocks continue the
+    dilation series 2^x, so each repeat sees further) and more repeats. Every parameter of ``model`` is copied to
+    its place in ``grown``; each new block's residual and skip convolutions start at zero, so the new blocks add
+    nothing until training moves them.
+    """
+    others = {k: v for k, v in config.items() if k not in GROWABLE}
+    if others != {k: v for k, v in grown_config.items() if k not in GROWABLE} or any(
+        grown_config[k] < config[k] for k in GROWABLE
+    ):
+        raise ValueError(f"a ConvTasNet with {config} cannot grow into {grown_config}")
+    old, new = model.state_dict(), grown.state_dict()
+    prefix = "masker.TCN."
+    for key in new:
+        if not key.startswith(prefix):
+            new[key] = old[key].clone()
+    for r in range(grown_config["n_repeats"]):
+        for x in range(grown_config["n_blocks"]):
+            block = f"{prefix}{r * grown_config['n_blocks'] + x}."
+            names = [k[len(block):] for k in new if k.startswith(block)]
+            if r < config["n_repeats"] and x < config["n_blocks"]:
+                source = f"{prefix}{r * config['n_blocks'] + x}."
+                for name in names:
+                    new[block + name] = old[source + name].clone()
+            else:
+                for name in names:
+                    if name.startswith(("res_conv.", "skip_conv.")):
+                        new[block + name] = torch.zeros_like(new[block + name])
+    grown.load_state_dict(new)
+    return grown
+
+
 def pit_loss() -> Callable[[Tensor, Tensor], Tensor]:
     """asteroid's permutation-invariant negative SI-SDR over the two outputs.
 

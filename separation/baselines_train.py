@@ -26,11 +26,12 @@ import torch
 from tqdm import tqdm
 
 from encoders.audio_io import load_audio
-from encoders.errors import PromptsepError
+from encoders.errors import PromptsepError, WeightsError
 from separation.baselines import (
     BASELINE_NAMES,
     TextEmbedder,
     build_baseline,
+    grow_convtasnet,
     load_baseline,
     neg_si_sdr_loss,
     oracle_pick,
@@ -210,30 +211,54 @@ class Trainer:
         return float(np.median(values)) if values else math.nan
 
 
-def _warm_start(path: str, which: str, model_config: dict) -> torch.nn.Module:
-    """The model of the baseline saved at ``path`` (fp32), which must be ``which`` with ``model_config``."""
+def _warm_start(path: str, which: str, model: torch.nn.Module, model_config: dict) -> torch.nn.Module:
+    """The model of the baseline saved at ``path`` (fp32), which must be ``which`` with ``model_config``; or,
+    for a ConvTasNet that this run makes deeper (``--model n_blocks=`` / ``n_repeats=``), ``model`` grown from it
+    (:func:`~separation.baselines.grow_convtasnet`: the same function at the start)."""
     saved = load_baseline(path)
-    if saved.which != which or saved.config.model != model_config:
-        raise PromptsepError(
-            f"--init {path} holds a {saved.which} with config {saved.config.model}, "
-            f"not this run's {which} with {model_config}"
-        )
-    return saved.model.float()
+    if saved.which == which and saved.config.model == model_config:
+        return saved.model.float()
+    if saved.which == which == "convtasnet":
+        try:
+            return grow_convtasnet(saved.model.float(), saved.config.model, model, model_config)
+        except ValueError:
+            pass
+    raise PromptsepError(
+        f"--init {path} holds a {saved.which} with config {saved.config.model}, "
+        f"not this run's {which} with {model_config} (nor a shallower one of it)"
+    )
+
+
+def _model_overrides(pairs: list[str]) -> dict:
+    """``["n_blocks=8", "norm_type=gLN"]`` -> ``{"n_blocks": 8, "norm_type": "gLN"}`` (values read as JSON when
+    they parse, else kept as text)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PromptsepError(f"--model takes KEY=VALUE, got {pair!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
 def train(args: argparse.Namespace) -> dict:
     """Train until the time budget is spent; save and return the training summary."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model, model_config = build_baseline(args.which, {"sample_rate": args.sample_rate})
+    wanted = {"sample_rate": args.sample_rate, **_model_overrides(args.model)}
     text = None
     if args.which == "lass":
         text = TextEmbedder(args.text_encoder)
-        model, model_config = build_baseline(
-            "lass", {"sample_rate": args.sample_rate, "text_encoder": text.kind}
-        )
+        wanted["text_encoder"] = text.kind
+    try:
+        model, model_config = build_baseline(args.which, wanted)
+    except WeightsError as error:
+        raise PromptsepError(f"--model: {error}") from error
     if args.init:
-        model = _warm_start(args.init, args.which, model_config)
+        model = _warm_start(args.init, args.which, model, model_config)
     trainer = Trainer(args.which, model, args.lr, text)
     data = Path(args.data)
     stream = batches(data, args.batch_size, args.seconds, args.sample_rate, args.seed, args.source)
@@ -260,6 +285,7 @@ def train(args: argparse.Namespace) -> dict:
         "lr": args.lr,
         "schedule": "cosine" if args.cosine else "constant",
         "init": str(args.init) if args.init else None,
+        "model_overrides": _model_overrides(args.model),
         "final_loss": float(np.mean(recent)) if recent else math.nan,
     }
     val_manifest = data / "val.jsonl"
@@ -287,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--init", default=None, help="start from the weights of a baseline folder of the same kind (warm start)"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one model setting from the baseline's default (repeatable), e.g. n_blocks=8; with --init a "
+        "ConvTasNet may grow deeper (more n_blocks / n_repeats) and starts as the saved one",
     )
     parser.add_argument(
         "--cosine", action="store_true", help="decay the learning rate to 0 over the budget (cosine)"

@@ -17,6 +17,7 @@ from separation.baselines import (
     TextEmbedder,
     build_baseline,
     build_convtasnet,
+    grow_convtasnet,
     load_baseline,
     oracle_pick,
     save_baseline,
@@ -228,6 +229,55 @@ def test_train_cli_warm_start_and_cosine(tmp_path, capsys):
     code = train_main(train_args(data, refused, "--max-steps", "1", "--val-items", "0", "--init", str(small)))
     assert code == 2 and not refused.exists()
     assert f"--init {small} holds a convtasnet with config" in capsys.readouterr().out
+
+
+def test_grow_convtasnet_computes_the_same_then_learns():
+    """A ConvTasNet grown deeper (more blocks per repeat, more repeats) gives the very same output at first; its new
+    blocks then receive gradient; other changes (width) or shrinking are refused."""
+    torch.manual_seed(0)
+    small, config = build_baseline("convtasnet", dict(TINY_TASNET, sample_rate=RATE))
+    deep, deep_config = build_baseline("convtasnet", dict(TINY_TASNET, sample_rate=RATE, n_blocks=3, n_repeats=2))
+    deep = grow_convtasnet(small, config, deep, deep_config)
+    assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in small.parameters())
+    mixture = torch.randn(2, 4000)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(mixture), small(mixture), atol=1e-5, rtol=1e-4)
+    deep(mixture).pow(2).mean().backward()
+    new_block = deep.masker.TCN[2]  # repeat 0, block 2: not in the small model
+    assert float(new_block.skip_conv.weight.grad.abs().sum()) > 0  # its skip feeds the masks directly
+    wider, wider_config = build_baseline("convtasnet", dict(TINY_TASNET, sample_rate=RATE, hid_chan=64))
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow_convtasnet(small, config, wider, wider_config)
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow_convtasnet(deep, deep_config, small, config)
+
+
+def test_train_cli_model_settings_and_growth(tmp_path, capsys):
+    """``--model n_blocks=3`` with ``--init`` of a 2-block run saves a deeper model that starts as the saved one;
+    a setting the model does not have is refused with exit code 2 and nothing written."""
+    data = tmp_path / "data"
+    write_toy_data(data)
+    tiny = [f"{k}={v}" for k, v in TINY_TASNET.items()]
+    first = tmp_path / "first"
+    model_args = [a for kv in tiny for a in ("--model", kv)]
+    assert train_main(train_args(data, first, "--max-steps", "1", "--val-items", "0", *model_args)) == 0
+    grown = tmp_path / "grown"
+    code = train_main(
+        train_args(data, grown, "--max-steps", "0", "--val-items", "0", "--init", str(first), *model_args,
+                   "--model", "n_blocks=3")
+    )  # fmt: skip
+    assert code == 0
+    saved = json.loads((grown / "config.json").read_text())
+    assert saved["model"]["n_blocks"] == 3 and saved["training"]["model_overrides"]["n_blocks"] == 3
+    mixture = torch.randn(1, 4000)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            load_baseline(grown).model(mixture), load_baseline(first).model(mixture), atol=1e-5, rtol=1e-4
+        )
+    refused = tmp_path / "refused"
+    code = train_main(train_args(data, refused, "--max-steps", "1", "--val-items", "0", "--model", "blocks=3"))
+    assert code == 2 and not refused.exists()
+    assert "--model: ConvTasNet config has unknown keys ['blocks']" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------ benchmark helpers
