@@ -8,6 +8,10 @@ Training mixtures come from the data engine's on-the-fly ``MixtureSampler`` when
 ``DATA/train.jsonl``. Training stops after ``--minutes``; the folder then holds ``config.json``
 (model config + training summary, including the median validation SI-SDRi) and
 ``model.safetensors``.
+
+``--init DIR`` starts from a saved baseline of the same kind and shape (a warm start); ``--model KEY=VALUE``
+changes one setting of the model from its default. Together they may make a ConvTasNet deeper: the run starts as
+the saved model, with new blocks that add nothing until they learn (``separation.baselines.grow_convtasnet``).
 """
 
 from __future__ import annotations
