@@ -117,9 +117,9 @@ class InferenceConfig:
     name_pictures: bool = True
     # With a bundle that has a splitter (separation.splitter: a class-agnostic two-output ConvTasNet), each prompt's
     # mask is joined with the splitter output closest to it as mask^(1-w) * split^w; 0 leaves it out. Measured with
-    # the bundle's 82-minute splitter, 0.5 and splitter_soft (chosen on val among 0.3 and 0.5), against 0: +0.39 dB
-    # mean SI-SDRi on 600 test mixtures (+0.23..+0.53), +0.66 on 200 16 s ones, +0.52 for picture prompts, +0.29
-    # on a held-out source (README, "The splitter").
+    # the bundle's splitter (grown deeper, 167 CPU minutes in all), 0.5 and splitter_soft (chosen on val among 0.3
+    # and 0.5), against 0: +0.59 dB mean SI-SDRi on 600 test mixtures (+0.40..+0.77), +0.89 on 200 16 s ones, +0.76
+    # for picture prompts, +0.48 on a held-out source (README, "The splitter").
     splitter_weight: float = 0.5
     # The splitter's weight shrinks by the ratio of the two outputs' distances to the prompt's mask (separation.splitter)
     splitter_soft: bool = True
