@@ -252,7 +252,8 @@ def train(args: argparse.Namespace) -> dict:
     """Train until the time budget is spent; save and return the training summary."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    wanted = {"sample_rate": args.sample_rate, **_model_overrides(args.model)}
+    overrides = _model_overrides(args.model)
+    wanted = {"sample_rate": args.sample_rate, **overrides}
     text = None
     if args.which == "lass":
         text = TextEmbedder(args.text_encoder)
@@ -289,7 +290,7 @@ def train(args: argparse.Namespace) -> dict:
         "lr": args.lr,
         "schedule": "cosine" if args.cosine else "constant",
         "init": str(args.init) if args.init else None,
-        "model_overrides": _model_overrides(args.model),
+        "model_overrides": overrides,
         "final_loss": float(np.mean(recent)) if recent else math.nan,
     }
     val_manifest = data / "val.jsonl"
