@@ -128,24 +128,19 @@ def grow_convtasnet(model: nn.Module, config: dict, grown: nn.Module, grown_conf
         grown_config[k] < config[k] for k in GROWABLE
     ):
         raise ValueError(f"a ConvTasNet with {config} cannot grow into {grown_config}")
-    old, new = model.state_dict(), grown.state_dict()
-    prefix = "masker.TCN."
-    for key in new:
-        if not key.startswith(prefix):
-            new[key] = old[key].clone()
+    old_blocks, new_blocks = model.masker.TCN, grown.masker.TCN
+    rest = {k: v for k, v in model.state_dict().items() if not k.startswith("masker.TCN.")}
+    grown.load_state_dict(rest, strict=False)  # encoder, bottleneck, mask head, decoder: same shapes
     for r in range(grown_config["n_repeats"]):
         for x in range(grown_config["n_blocks"]):
-            block = f"{prefix}{r * grown_config['n_blocks'] + x}."
-            names = [k[len(block):] for k in new if k.startswith(block)]
+            block = new_blocks[r * grown_config["n_blocks"] + x]
             if r < config["n_repeats"] and x < config["n_blocks"]:
-                source = f"{prefix}{r * config['n_blocks'] + x}."
-                for name in names:
-                    new[block + name] = old[source + name].clone()
+                block.load_state_dict(old_blocks[r * config["n_blocks"] + x].state_dict())
             else:
-                for name in names:
-                    if name.startswith(("res_conv.", "skip_conv.")):
-                        new[block + name] = torch.zeros_like(new[block + name])
-    grown.load_state_dict(new)
+                for conv in (block.res_conv, getattr(block, "skip_conv", None)):
+                    if conv is not None:
+                        nn.init.zeros_(conv.weight)
+                        nn.init.zeros_(conv.bias)
     return grown
 
 

@@ -3,11 +3,10 @@
 promptsep's masks come from a codec at 25 latent frames per second and a prompt it may only half recognise; a
 waveform-domain separator that knows nothing of prompts (asteroid's ConvTasNet, 2 outputs, trained with PIT on the
 data engine's mixtures: the benchmark's ``convtasnet`` baseline trained on, grown to 8 blocks per repeat, 167 CPU
-minutes in all) splits the mixture far
-more sharply in time but cannot say which of its two outputs is the prompted sound. Together: each prompt takes the
-output whose ratio mask is closest to its own (power-weighted squared difference over the mixture's STFT), and the
-two masks are joined as a weighted geometric mean, ``m_prompt^(1-w) * m_split^w``. A bin stays in the target only
-where both agree.
+minutes in all) splits the mixture far more sharply in time but cannot say which of its two outputs is the prompted
+sound. Together: each prompt takes the output whose ratio mask is closest to its own (power-weighted squared
+difference over the mixture's STFT), and the two masks are joined as a weighted geometric mean,
+``m_prompt^(1-w) * m_split^w``. A bin stays in the target only where both agree.
 
 Chosen on val among 0.3 and 0.5, then confirmed on test (README, "The splitter"): ``w = 0.5``, scaled down per prompt
 and chunk when the pick is unclear (``soft``).
