@@ -64,6 +64,11 @@ class Splitter:
             self._model = self._build().eval().to(self.device)
         return self._model
 
+    def load(self) -> "Splitter":
+        """Load the weights now instead of at the first use (a benchmark times separation without the loading)."""
+        _ = self.model
+        return self
+
     def to(self, device: str | torch.device) -> "Splitter":
         self.device = torch.device(device)
         if self._model is not None:

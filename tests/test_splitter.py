@@ -77,6 +77,8 @@ def test_bundle_splitter_loads_from_its_folder_and_other_baselines_are_refused(t
     save_baseline(bundle / "splitter", "convtasnet", model, config)
     separator = Separator.from_pretrained(bundle)
     assert isinstance(separator.splitter, Splitter)
+    assert separator.splitter._model is None  # the weights wait for the first use
+    assert separator.splitter.load() is separator.splitter and separator.splitter._model is not None
     assert separator.splitter.model.state_dict().keys() == model.state_dict().keys()
     lass, lass_config = build_baseline("lass", {"hidden": 8, "n_blocks": 1})
     save_baseline(tmp_path / "lass", "lass", lass, lass_config)
