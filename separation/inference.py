@@ -93,7 +93,9 @@ class InferenceConfig:
     # Every target keeps at least this fraction of the mixture (-26 dB; separation.masking.floor_masks). Measured:
     # +0.44 dB mean SI-SDRi on 400 val mixtures and +0.08 on 600 test (the median -0.05 and +0.07) against 0.
     mask_floor: float = 0.05
-    batch_chunks: int = 2  # chunks separated together: 32 s of audio per batch, which bounds the memory
+    # Chunks separated together. With 16 s chunks, 2 (32 s of audio) peaked at 1676 MiB on a 60 min file against 1928
+    # for 4 (session 39); keep chunk_seconds * batch_chunks near 32 s when changing either.
+    batch_chunks: int = 2
     # The model hears every chunk at this RMS level (dBFS; the middle of its training levels, -30 to -14) and
     # its estimates are scaled back, so quiet and loud recordings separate alike. None: as recorded.
     input_level_db: float | None = -20.0
