@@ -282,6 +282,26 @@ def test_chunked_matches_unchunked_where_chunks_agree():
     assert error < 0.1  # relative error energy below -10 dB
 
 
+def test_batch_seconds_sets_whole_chunks_and_leaves_the_output_alone():
+    """A batch holds as many whole chunks as fit in batch_seconds; how chunks are batched does not change the output."""
+    assert InferenceConfig(chunk_seconds=16.0, batch_seconds=32.0).chunks_per_batch == 2
+    assert InferenceConfig(chunk_seconds=8.0, batch_seconds=32.0).chunks_per_batch == 4
+    assert InferenceConfig(chunk_seconds=1.5, batch_seconds=4.0).chunks_per_batch == 2
+    assert InferenceConfig(chunk_seconds=16.0, batch_seconds=5.0).chunks_per_batch == 1
+    with pytest.raises(ValueError, match="batch_seconds must be positive"):
+        InferenceConfig(batch_seconds=0.0)
+    torch.manual_seed(0)
+    codec, encoder, model = tiny_codec(), HashPromptEncoder(), tiny_model()
+    wav = 0.1 * torch.randn(1, 16000 * 6)
+    outputs = [
+        Separator(codec, encoder, model, InferenceConfig(chunk_seconds=1.5, overlap_seconds=0.5, batch_seconds=b))
+        .separate(wav, 16000, "tone").targets
+        for b in (1.5, 4.5, 60.0)  # 1, 3 and every chunk per batch
+    ]
+    for other in outputs[1:]:
+        assert torch.allclose(outputs[0], other, atol=1e-5)
+
+
 def test_candidates_and_bad_prompts(separator):
     wav = 0.1 * torch.randn(1, 8000)
     result = separator.separate(wav, 16000, "dog", candidates=3)
