@@ -107,13 +107,13 @@ def test_cli_manifest_mode(tmp_path):
 
 
 def test_shipped_splitter_loads_and_joins_in_by_default(separator):
-    """The bundle's splitter loads and joins in by default (weight 0.5): the target differs from the one with
+    """The bundle's splitter loads and joins in by default (weight 0.7): the target differs from the one with
     ``splitter_weight`` 0, is still well above the mixture on the bundled example, and target + residual is still
     the mixture."""
     from separation.inference import InferenceConfig, Separator
     from separation.splitter import Splitter
 
-    assert isinstance(separator.splitter, Splitter) and separator.config.splitter_weight == 0.5
+    assert isinstance(separator.splitter, Splitter) and separator.config.splitter_weight == 0.7
     mixture, rate = load_audio(MIX)
     truth, _ = load_audio(TARGET)
     joined = separator.separate(mixture, rate, PROMPT)
