@@ -91,6 +91,8 @@ def test_cli_reference_report_and_errors(tmp_path, capsys):
     assert "--mask-floor 1.5" in capsys.readouterr().err and not (tmp_path / "f").exists()
     assert main(["separate", str(MIX), "--prompt", "dog", "--shifts", "0", "--out", str(tmp_path / "s")]) == 2
     assert "--shifts 0" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert main(["separate", str(MIX), "--prompt", "dog", "--batch-seconds", "0", "--out", str(tmp_path / "b")]) == 2
+    assert "--batch-seconds 0" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
 def test_cli_manifest_mode(tmp_path):
