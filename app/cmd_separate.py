@@ -103,14 +103,14 @@ def register(commands, train_commands) -> None:
         default=None,
         metavar="W",
         help="weight of the bundle's splitter (a class-agnostic two-output separator) in each target's mask, "
-        "mask^(1-W) * splitter^W (default 0.7, ahead of 0.5 on three test draws; 0 turns it off; see the README's splitter section)",
+        "mask^(1-W) * splitter^W (default 0.7, ahead of 0.5 on three test draws; 0 turns it off; see 'The splitter' in benchmarks/RESULTS.md)",
     )
     p.add_argument(
         "--mask-floor",
         type=float,
         default=None,
         metavar="F",
-        help="each target keeps at least this fraction of the mixture (0: none; default: the library's, see README)",
+        help="each target keeps at least this fraction of the mixture (0: none; default: the library's, see the README's Usage)",
     )
     p.add_argument(
         "--shifts",
@@ -125,7 +125,7 @@ def register(commands, train_commands) -> None:
         default=None,
         metavar="T",
         help="a text prompt is heard as its nearest training phrasing when their similarity is at least T "
-        "(-1: always; default: the library's, see README 'Unseen wordings')",
+        "(-1: always; default: the library's, see 'Unseen wordings' in benchmarks/RESULTS.md)",
     )
     p.add_argument("--no-anchor", action="store_true", help="hear text prompts exactly as typed (no anchoring)")
     p.add_argument(

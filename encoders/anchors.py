@@ -4,7 +4,7 @@ The separator learnt its text conditioning from a fixed set of phrasings per cat
 vocabulary, :func:`~dataengine.vocabulary.paraphrase`). A user's own wording of the same sound ("a
 gentleman speaks" for "a man speaking") lands elsewhere in the text space, and the separator follows
 it less well: on 400 validation mixtures, the vocabulary's held-out paraphrases cost 0.73 dB mean
-SI-SDRi against the training phrasings (README, "Unseen wordings").
+SI-SDRi against the training phrasings (benchmarks/RESULTS.md, "Unseen wordings").
 
 :class:`PromptAnchors` embeds every training phrasing once with the bundle's own text tower and maps a
 prompt to its nearest phrasing by cosine similarity in the shared space. The separator then hears that

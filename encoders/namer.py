@@ -3,7 +3,7 @@ sure which one it is.
 
 The separator reads picture embeddings less well than text ones (the shipped bundle's picture prompts trail its text
 prompts by about 0.6 dB median SI-SDRi on the test split), and a visual tower trained further does not help by itself:
-the separator learnt the old tower's picture embeddings (README, "The visual tower"). A namer sidesteps both. Its own
+the separator learnt the old tower's picture embeddings (benchmarks/HISTORY.md, "The visual tower"). A namer sidesteps both. Its own
 visual tower (trained apart, ``train encoders --freeze-audio``) scores the picture against every category name of the
 data engine's vocabulary in the bundle's text space; when the best name beats the runner-up by at least ``margin``
 (cosine), the prompt is separated as that name's text. Otherwise, as for a picture of something the vocabulary does

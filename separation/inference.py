@@ -80,7 +80,7 @@ class InferenceConfig:
 
     # 16 s against 8 s (session 39, with the splitter, which picks its output once per chunk and picks better from
     # more of the recording): +0.77 dB mean SI-SDRi on 200 val 16 s mixtures (+0.13..+1.44), +0.17 on 200 test 16 s
-    # ones (-0.41..+0.72); a recording of 16 s or less is one chunk. Before the splitter, 8 s led (README).
+    # ones (-0.41..+0.72); a recording of 16 s or less is one chunk. Before the splitter, 8 s led (benchmarks/RESULTS.md).
     chunk_seconds: float = 16.0
     overlap_seconds: float = 1.0
     steps: int = 8
@@ -116,7 +116,7 @@ class InferenceConfig:
     # anchor, then for a new wording the prompt as typed, then the other phrasings of the anchor's category most
     # similar to the prompt (Separator.heard_phrasings). Costs that many times the separator, decoder and refiner
     # (not the encoder). 1: the anchor alone. Measured, 2 against 1 on training phrasings: +0.07 dB mean SI-SDRi on
-    # 600 test mixtures (-0.02..+0.16), +0.04 on 400 val; 10 min RTF 0.060 against 0.039 (README).
+    # 600 test mixtures (-0.02..+0.16), +0.04 on 400 val; 10 min RTF 0.060 against 0.039 (benchmarks/RESULTS.md).
     phrasings: int = 2
     # A picture prompt (alone, no text or video) that the bundle's picture namer names with confidence is separated
     # as the text prompt of that category (encoders.namer); others as the picture. Needs a bundle with ``namer/``.
@@ -125,7 +125,7 @@ class InferenceConfig:
     # mask is joined with the splitter output closest to it as mask^(1-w) * split^w; 0 leaves it out. Measured with
     # the bundle's splitter (grown deeper, 167 CPU minutes in all), 0.5 and splitter_soft (chosen on val among 0.3
     # and 0.5), against 0: +0.59 dB mean SI-SDRi on 600 test mixtures (+0.40..+0.77), +0.89 on 200 16 s ones, +0.76
-    # for picture prompts, +0.48 on a held-out source (README, "The splitter"). 0.7 replaced 0.5 by rule 40 (session
+    # for picture prompts, +0.48 on a held-out source (benchmarks/RESULTS.md, "The splitter"). 0.7 replaced 0.5 by rule 40 (session
     # 40) after three independent 600-mixture test draws each gave text +0.03 to +0.04 (pictures +0.00 to +0.07).
     splitter_weight: float = 0.7
     # The splitter's weight shrinks by the ratio of the two outputs' distances to the prompt's mask (separation.splitter)

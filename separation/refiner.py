@@ -7,7 +7,7 @@ spectrogram beside the two decoded spectrograms and that first mask, and correct
 domain. Its last layer starts at zero, so an untrained refiner returns the plain ratio mask (within 1e-4).
 
 By default it is prompt-agnostic: the prompt already shaped the decoded estimates (``cond_dim`` > 0 adds
-FiLM from the pooled prompt embedding; measured worse so far, see the README). The network treats the
+FiLM from the pooled prompt embedding; measured worse so far, see "The mask refiner" in benchmarks/HISTORY.md). The network treats the
 frequency bins of a frame as channels and convolves over time (dilated residual blocks), so it costs
 about 0.3 G multiply-adds per second of audio. Inputs are scaled by the mixture's RMS, so it is level-invariant.
 

@@ -8,7 +8,7 @@ sound. Together: each prompt takes the output whose ratio mask is closest to its
 difference over the mixture's STFT), and the two masks are joined as a weighted geometric mean,
 ``m_prompt^(1-w) * m_split^w``. A bin stays in the target only where both agree.
 
-Chosen on val among 0.3 and 0.5, then confirmed on test (README, "The splitter"): ``w = 0.5``, scaled down per prompt
+Chosen on val among 0.3 and 0.5, then confirmed on test (benchmarks/RESULTS.md, "The splitter"): ``w = 0.5``, scaled down per prompt
 and chunk when the pick is unclear (``soft``); raised to 0.7 in session 40 after three test draws each gained a little.
 """
 
