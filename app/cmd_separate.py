@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from encoders.audio_io import load_audio, save_audio
-from encoders.errors import PromptError, PromptsepError
+from encoders.errors import PromptError, PromptsepError, SettingError
+
+if TYPE_CHECKING:
+    from separation.inference import InferenceConfig
 
 
 def _fraction(text: str) -> float:
@@ -333,43 +337,32 @@ def _jobs(args) -> list[tuple[str, Path, list]]:
     return [(n, f, prompts) for n, f in zip(distinct_stems(args.files), args.files, strict=True)]
 
 
+# InferenceConfig fields set by a flag of the same name (``--mask-floor`` for ``mask_floor``) when it is given
+CONFIG_FLAGS = ("mask_floor", "splitter_weight", "steps", "batch_seconds", "shifts", "anchor_threshold", "phrasings")
+
+
+def _inference_config(args) -> InferenceConfig:
+    """The separation settings the flags ask for; a value out of range is an error that names its flag."""
+    from separation.inference import InferenceConfig
+
+    given = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
+    if args.no_anchor:
+        given["anchor_threshold"] = None
+    try:
+        return InferenceConfig(
+            mixture_consistent=not args.plain, refine=not args.no_refine, name_pictures=not args.no_picture_names, **given
+        )
+    except SettingError as error:
+        raise PromptError(f"--{error.name.replace('_', '-')} {error.value}: expected {error.expected}") from None
+
+
 def run_separate(args) -> int:
-    from separation.inference import InferenceConfig, Separator
+    from separation.inference import Separator
 
     jobs = _jobs(args)
     if args.reference is not None and (len(jobs) != 1 or len(jobs[0][2]) != 1):
         raise PromptError("--reference needs exactly one FILE and one prompt")
-    config = InferenceConfig(
-        mixture_consistent=not args.plain, refine=not args.no_refine, name_pictures=not args.no_picture_names
-    )
-    if args.mask_floor is not None:
-        if not 0.0 <= args.mask_floor < 1.0:
-            raise PromptError(f"--mask-floor {args.mask_floor}: expected a fraction in [0, 1)")
-        config.mask_floor = args.mask_floor
-    if args.splitter_weight is not None:
-        if not 0.0 <= args.splitter_weight <= 1.0:
-            raise PromptError(f"--splitter-weight {args.splitter_weight}: expected a weight in [0, 1]")
-        config.splitter_weight = args.splitter_weight
-    if args.steps:
-        config.steps = args.steps
-    if args.batch_seconds is not None:
-        if args.batch_seconds <= 0:
-            raise PromptError(f"--batch-seconds {args.batch_seconds}: expected a positive number of seconds")
-        config.batch_seconds = args.batch_seconds
-    if args.shifts is not None:
-        if args.shifts < 1:
-            raise PromptError(f"--shifts {args.shifts}: expected a whole number of passes, at least 1")
-        config.shifts = args.shifts
-    if args.anchor_threshold is not None:
-        if not -1.0 <= args.anchor_threshold <= 1.0:
-            raise PromptError(f"--anchor-threshold {args.anchor_threshold}: expected a cosine similarity in [-1, 1]")
-        config.anchor_threshold = args.anchor_threshold
-    if args.no_anchor:
-        config.anchor_threshold = None
-    if args.phrasings is not None:
-        if args.phrasings < 1:
-            raise PromptError(f"--phrasings {args.phrasings}: expected a whole number, at least 1")
-        config.phrasings = args.phrasings
+    config = _inference_config(args)
     separator = Separator.from_pretrained(args.bundle, device=args.device, config=config)
     _announce_anchors(separator, jobs)
     failures = 0

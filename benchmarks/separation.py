@@ -138,9 +138,8 @@ def build_systems(
     try:
         from separation.inference import InferenceConfig, Prompt, Separator
 
-        config = InferenceConfig(shifts=shifts, **(overrides or {}))
-        if mask_floor is not None:
-            config.mask_floor = mask_floor
+        floor = {} if mask_floor is None else {"mask_floor": mask_floor}
+        config = InferenceConfig(shifts=shifts, **floor, **(overrides or {}))
         separator = Separator.from_pretrained(bundle, config=config)
         unrefined = None
         if separator.refiner is not None:

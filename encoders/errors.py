@@ -17,6 +17,15 @@ class PromptError(PromptsepError):
     """A prompt (text, image, video or span) is missing or malformed."""
 
 
+class SettingError(PromptError):
+    """A setting (of :class:`separation.inference.InferenceConfig`) is out of its range. ``name`` is the setting's
+    field name, so a front end can name its own flag for it (the CLI's ``--mask-floor`` for ``mask_floor``)."""
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        super().__init__(f"{name} {value}: expected {expected}")
+        self.name, self.value, self.expected = name, value, expected
+
+
 class WeightsError(PromptsepError):
     """Model weights or their config are missing, incomplete or of the wrong layout."""
 

@@ -23,7 +23,7 @@ from einops import rearrange
 
 from encoders.anchors import Anchor, PromptAnchors
 from encoders.audio_io import load_audio, resample
-from encoders.errors import AudioError, PromptError, WeightsError
+from encoders.errors import AudioError, PromptError, SettingError, WeightsError
 from encoders.files import publish, temp_beside
 from encoders.namer import Naming, PictureNamer
 from separation.masking import carry_masks, floor_masks, istft, prompt_masks, share_masks, stft
@@ -132,9 +132,26 @@ class InferenceConfig:
     splitter_soft: bool = True
 
     def __post_init__(self) -> None:
-        if self.chunk_seconds <= 0 or self.batch_seconds <= 0:
-            raise ValueError(f"chunk_seconds and batch_seconds must be positive, got {self.chunk_seconds} and "
-                             f"{self.batch_seconds}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`~encoders.errors.SettingError` for the first setting out of its range. Construction calls
+        it; call it again after changing fields."""
+        threshold = self.anchor_threshold
+        checks = (
+            ("chunk_seconds", self.chunk_seconds > 0, "a positive number of seconds"),
+            ("overlap_seconds", self.overlap_seconds >= 0, "a number of seconds, at least 0"),
+            ("batch_seconds", self.batch_seconds > 0, "a positive number of seconds"),
+            ("steps", self.steps >= 1, "a whole number of ODE steps, at least 1"),
+            ("mask_floor", 0.0 <= self.mask_floor < 1.0, "a fraction in [0, 1)"),
+            ("shifts", self.shifts >= 1, "a whole number of passes, at least 1"),
+            ("anchor_threshold", threshold is None or -1.0 <= threshold <= 1.0, "a cosine similarity in [-1, 1]"),
+            ("phrasings", self.phrasings >= 1, "a whole number, at least 1"),
+            ("splitter_weight", 0.0 <= self.splitter_weight <= 1.0, "a weight in [0, 1]"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise SettingError(name, getattr(self, name), expected)
 
     @property
     def chunks_per_batch(self) -> int:

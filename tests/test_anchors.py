@@ -57,7 +57,7 @@ def test_separator_hears_the_anchor_and_keeps_training_phrasings(separator):
     assert separator.heard_text("a gentleman speaks") in CATEGORIES["male speech"].phrasings
     assert separator.heard_text("dog barking") == "dog barking"
     parts = (separator.codec, separator.prompt_encoder, separator.model)
-    strict = Separator(*parts, InferenceConfig(anchor_threshold=1.01, phrasings=1), refiner=separator.refiner, splitter=separator.splitter)
+    strict = Separator(*parts, InferenceConfig(anchor_threshold=1.0, phrasings=1), refiner=separator.refiner, splitter=separator.splitter)
     assert strict.heard_text("a gentleman speaks") == "a gentleman speaks"
     off = Separator(*parts, InferenceConfig(anchor_threshold=None, phrasings=1), refiner=separator.refiner, splitter=separator.splitter)
     assert off.anchor("a gentleman speaks") is None and off.heard_text("a gentleman speaks") == "a gentleman speaks"

@@ -93,6 +93,10 @@ def test_cli_reference_report_and_errors(tmp_path, capsys):
     assert "--shifts 0" in capsys.readouterr().err and not (tmp_path / "s").exists()
     assert main(["separate", str(MIX), "--prompt", "dog", "--batch-seconds", "0", "--out", str(tmp_path / "b")]) == 2
     assert "--batch-seconds 0" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main(["separate", str(MIX), "--prompt", "dog", "--splitter-weight", "1.5", "--out", str(tmp_path / "w")]) == 2
+    assert "--splitter-weight 1.5: expected a weight in [0, 1]" in capsys.readouterr().err and not (tmp_path / "w").exists()
+    assert main(["separate", str(MIX), "--prompt", "dog", "--steps", "0", "--out", str(tmp_path / "n")]) == 2
+    assert "--steps 0: expected a whole number of ODE steps, at least 1" in capsys.readouterr().err
 
 
 def test_cli_manifest_mode(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from einops import rearrange
 
 from encoders.codec import Codec, CodecConfig
-from encoders.errors import PromptError, PromptsepError, WeightsError
+from encoders.errors import PromptError, PromptsepError, SettingError, WeightsError
 from separation.inference import InferenceConfig, Prompt, Separator, span_anchors
 from separation.masking import carry_masks, floor_masks, prompt_masks
 from separation.model import (
@@ -282,13 +282,31 @@ def test_chunked_matches_unchunked_where_chunks_agree():
     assert error < 0.1  # relative error energy below -10 dB
 
 
+@pytest.mark.parametrize(
+    "setting,value",
+    [("chunk_seconds", 0.0), ("overlap_seconds", -0.5), ("batch_seconds", -1.0), ("steps", 0), ("mask_floor", 1.0),
+     ("mask_floor", -0.1), ("shifts", 0), ("anchor_threshold", 1.5), ("phrasings", 0), ("splitter_weight", 1.2)],
+)
+def test_inference_config_refuses_settings_out_of_range(setting, value):
+    """Every setting is checked in one place (the CLI names its flag instead of the field); the error is a
+    PromptsepError, which the CLI prints in one line."""
+    with pytest.raises(SettingError, match=rf"^{setting} {value}: expected ") as caught:
+        InferenceConfig(**{setting: value})
+    assert isinstance(caught.value, PromptsepError) and caught.value.name == setting
+    config = InferenceConfig()
+    setattr(config, setting, value)
+    with pytest.raises(SettingError):
+        config.validate()
+    InferenceConfig(anchor_threshold=None, mask_floor=0.0, splitter_weight=1.0, overlap_seconds=0.0)  # edges are fine
+
+
 def test_batch_seconds_sets_whole_chunks_and_leaves_the_output_alone():
     """A batch holds as many whole chunks as fit in batch_seconds; how chunks are batched does not change the output."""
     assert InferenceConfig(chunk_seconds=16.0, batch_seconds=32.0).chunks_per_batch == 2
     assert InferenceConfig(chunk_seconds=8.0, batch_seconds=32.0).chunks_per_batch == 4
     assert InferenceConfig(chunk_seconds=1.5, batch_seconds=4.0).chunks_per_batch == 2
     assert InferenceConfig(chunk_seconds=16.0, batch_seconds=5.0).chunks_per_batch == 1
-    with pytest.raises(ValueError, match="batch_seconds must be positive"):
+    with pytest.raises(SettingError, match=r"batch_seconds 0.0: expected a positive number of seconds"):
         InferenceConfig(batch_seconds=0.0)
     torch.manual_seed(0)
     codec, encoder, model = tiny_codec(), HashPromptEncoder(), tiny_model()
