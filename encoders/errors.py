@@ -17,9 +17,10 @@ class PromptError(PromptsepError):
     """A prompt (text, image, video or span) is missing or malformed."""
 
 
-class SettingError(PromptError):
+class SettingError(PromptsepError, ValueError):
     """A setting (of :class:`separation.inference.InferenceConfig`) is out of its range. ``name`` is the setting's
-    field name, so a front end can name its own flag for it (the CLI's ``--mask-floor`` for ``mask_floor``)."""
+    field name, so a front end can name its own flag for it (the CLI's ``--mask-floor`` for ``mask_floor``). Also a
+    ``ValueError``, which the config raised before."""
 
     def __init__(self, name: str, value: object, expected: str) -> None:
         super().__init__(f"{name} {value}: expected {expected}")
