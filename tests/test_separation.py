@@ -717,8 +717,12 @@ def test_shifts_average_the_masks_of_shifted_passes(separator):
         outputs[shifts] = result.targets
     change = (outputs[2] - outputs[1]).pow(2).sum() / outputs[1].pow(2).sum()
     assert 1e-6 < change < 0.5  # another estimate of the same masks, not the same one and not a different sound
+    with pytest.raises(SettingError, match="shifts 0"):
+        InferenceConfig(shifts=0)
+    changed = InferenceConfig()
+    changed.shifts = 0  # changed after construction, without validate(): the run still refuses it
     with pytest.raises(PromptError, match="shifts"):
-        Separator(separator.codec, separator.prompt_encoder, separator.model, InferenceConfig(shifts=0)).separate(wav, 44100, "dog")
+        Separator(separator.codec, separator.prompt_encoder, separator.model, changed).separate(wav, 44100, "dog")
 
 
 def test_spliced_examples_silence_the_target_where_another_mixture_takes_over():
