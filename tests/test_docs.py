@@ -2,6 +2,7 @@
 benchmarks/HISTORY.md by name; every such name must be a bold section heading there."""
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ PATTERNS = [
 ]
 
 
-def _flat(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
+@cache
+def _flat(path: Path) -> str:
+    """The file's text with every run of whitespace as one space (a name may wrap across lines)."""
+    return re.sub(r"\s+", " ", path.read_text())
 
 
 def _sources() -> list[Path]:
@@ -26,11 +29,12 @@ def _sources() -> list[Path]:
     return files
 
 
+@cache
 def section_references() -> list[tuple[str, str, str]]:
     """(file, document, section name) for every reference found."""
     found = []
     for path in _sources():
-        text = _flat(path.read_text())
+        text = _flat(path)
         for pattern in PATTERNS:
             found += [(path.name, m["doc"], m["name"]) for m in pattern.finditer(text)]
     return found
@@ -43,4 +47,4 @@ def test_references_are_found():
 
 @pytest.mark.parametrize("source,doc,name", sorted(set(section_references())))
 def test_referenced_section_exists(source, doc, name):
-    assert f"**{name}" in _flat(TARGETS[doc].read_text()), f"{source} names a section {name!r} that {doc}.md lacks"
+    assert f"**{name}" in _flat(TARGETS[doc]), f"{source} names a section {name!r} that {doc}.md lacks"
