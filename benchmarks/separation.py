@@ -51,6 +51,7 @@ from benchmarks.common import (
 )
 from dataengine.seeding import keyed_rng
 from encoders.audio_io import load_audio
+from encoders.errors import SettingError
 from separation.masking import ratio_mask_separate
 from separation.metrics import bss_eval, si_sdri
 
@@ -135,11 +136,12 @@ def build_systems(
     except Exception as error:  # noqa: BLE001
         notes.append(f"codec_oracle skipped: {error}")
 
-    try:
-        from separation.inference import InferenceConfig, Prompt, Separator
+    from separation.inference import InferenceConfig, Prompt, Separator
 
-        floor = {} if mask_floor is None else {"mask_floor": mask_floor}
-        config = InferenceConfig(shifts=shifts, **floor, **(overrides or {}))
+    floor = {} if mask_floor is None else {"mask_floor": mask_floor}
+    # outside the try below: a setting out of range is the caller's error (SettingError), not a system to skip
+    config = InferenceConfig(shifts=shifts, **floor, **(overrides or {}))
+    try:
         separator = Separator.from_pretrained(bundle, config=config)
         unrefined = None
         if separator.refiner is not None:
@@ -172,6 +174,8 @@ def build_systems(
             systems["promptsep_text_unrefined"] = promptsep("text", unrefined)
             systems["promptsep_visual_unrefined"] = promptsep("visual", unrefined)
     except Exception as error:  # noqa: BLE001
+        if bundle is not None:  # a bundle the caller named must load; only the embedded default may be absent
+            raise
         notes.append(f"promptsep skipped: {type(error).__name__}: {error}")
 
     if baselines_dir is not None:
@@ -582,7 +586,10 @@ def main(argv: list[str] | None = None) -> int:
         other_rate = args.rate != SAMPLE_RATE
         if other_rate and any(name not in ANY_RATE_SYSTEMS for name in names or []):
             raise SystemExit(f"--rate {args.rate}: only {', '.join(ANY_RATE_SYSTEMS)} run at another rate")
-        systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, overrides, args.rate)
+        try:
+            systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, overrides, args.rate)
+        except SettingError as error:
+            raise SystemExit(f"--{error.name.replace('_', '-')} {error.value}: expected {error.expected}") from None
         if other_rate and names is None:
             names = [name for name in ANY_RATE_SYSTEMS if name in systems]
         systems = select_systems(systems, names)

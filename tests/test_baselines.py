@@ -371,3 +371,26 @@ def test_benchmark_room_and_gain_conditions(tmp_path):
     for bad in ("1,0.3", "x", "0,1", "0.1,0.2,0.3"):
         with pytest.raises(SystemExit, match="--room takes LO,HI"):
             parse_room(bad)
+
+
+def test_benchmark_refuses_settings_out_of_range_and_a_bundle_it_cannot_load(tmp_path):
+    """A promptsep setting out of range stops the benchmark with the flag's name (it used to skip promptsep with a
+    note and score the other systems), and so does a --bundle that does not load."""
+    from benchmarks.separation import main
+
+    rng = np.random.default_rng(1)
+    row = {"id": "a"}
+    for name in ("target", "residual"):
+        path = tmp_path / f"{name}.wav"
+        save_audio(path, torch.from_numpy((0.1 * rng.standard_normal(RATE)).astype(np.float32))[None], RATE)
+        row[name] = str(path)
+    row["audio"] = row["target"]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps(row) + "\n")
+    common = ["--manifest", str(manifest), "--no-speed", "--systems", "mixture"]
+    with pytest.raises(SystemExit, match=r"--mask-floor 1\.5: expected a fraction in \[0, 1\)"):
+        main([*common, "--mask-floor", "1.5"])
+    with pytest.raises(SystemExit, match=r"--splitter-weight 2\.0: expected a weight in \[0, 1\]"):
+        main([*common, "--splitter-weight", "2"])
+    with pytest.raises(WeightsError):
+        main([*common, "--bundle", str(tmp_path / "no-such-bundle")])
