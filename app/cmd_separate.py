@@ -293,6 +293,16 @@ def _write(result, folder: Path) -> list[Path]:
     return written
 
 
+def _require_prompt_files(prompts) -> None:
+    """Every picture and video a prompt names exists (checked before any model loads)."""
+    from encoders.prompts import require_prompt_file
+
+    for prompt in prompts:
+        for kind, path in (("image", prompt.image), ("video", prompt.video)):
+            if isinstance(path, (str, Path)):
+                require_prompt_file(path, kind)
+
+
 def _jobs(args) -> list[tuple[str, Path, list]]:
     """(name, audio path, prompts) per job, validated before any model is loaded."""
     from separation.inference import Prompt
@@ -315,6 +325,10 @@ def _jobs(args) -> list[tuple[str, Path, list]]:
             image = root / item["image"] if item.get("image") and not item.get("prompt") else None
             video = root / item["video"] if item.get("video") else None
             prompt = Prompt(text=item.get("prompt"), image=str(image) if image else None, video=video, spans=item.get("spans"))
+            try:
+                _require_prompt_files([prompt])
+            except PromptError as error:
+                raise PromptError(f"{args.manifest}:{number}: {error}") from None
             name = str(item.get("id", Path(item["audio"]).stem))
             if name in seen:
                 raise PromptError(
@@ -329,6 +343,7 @@ def _jobs(args) -> list[tuple[str, Path, list]]:
     prompts = _prompts(args)
     if not prompts:
         raise PromptError("give at least one --prompt, --image or --video")
+    _require_prompt_files(prompts)
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         raise PromptError(f"no such file: {', '.join(missing)}")

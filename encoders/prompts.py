@@ -114,6 +114,19 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def require_prompt_file(path: str | os.PathLike, kind: str) -> Path:
+    """``path`` as a Path when it is an existing file; ``kind`` ("image" or "video") names it in the error.
+
+    Raises:
+        PromptError: there is no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        noun = "picture" if kind == "image" else kind
+        raise PromptError(f"{path}: {kind} prompt not found; pass an existing {noun} file")
+    return path
+
+
 def read_image(source: str | os.PathLike | Image.Image) -> Image.Image:
     """Open a picture as an RGB PIL image (transparency on white).
 
@@ -122,9 +135,7 @@ def read_image(source: str | os.PathLike | Image.Image) -> Image.Image:
     """
     if isinstance(source, Image.Image):
         return _flatten_alpha(source)
-    path = Path(source)
-    if not path.is_file():
-        raise PromptError(f"{path}: image prompt not found; pass an existing picture file")
+    path = require_prompt_file(source, "image")
     if path.stat().st_size == 0:
         raise PromptError(f"{path}: image prompt is an empty file")
     try:
@@ -185,9 +196,7 @@ def read_video_frames(path: str | os.PathLike, prep: VisualPreprocessing) -> tor
     """
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise PromptError(f"{path}: video prompt not found; pass an existing video file")
+    path = require_prompt_file(path, "video")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

@@ -97,6 +97,19 @@ def test_cli_reference_report_and_errors(tmp_path, capsys):
     assert "--splitter-weight 1.5: expected a weight in [0, 1]" in capsys.readouterr().err and not (tmp_path / "w").exists()
     assert main(["separate", str(MIX), "--prompt", "dog", "--steps", "0", "--out", str(tmp_path / "n")]) == 2
     assert "--steps 0: expected a whole number of ODE steps, at least 1" in capsys.readouterr().err
+    # a picture or video prompt that is not there is refused before any model loads or any input is read
+    missing = tmp_path / "no-dog.png"
+    assert main(["separate", str(MIX), "--image", str(missing), "--out", str(tmp_path / "i")]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: image prompt not found" in err and "inputs failed" not in err and not (tmp_path / "i").exists()
+    assert main(["separate", str(MIX), "--video", str(tmp_path / "no.mp4"), "--out", str(tmp_path / "v")]) == 2
+    assert "no.mp4: video prompt not found; pass an existing video file" in capsys.readouterr().err
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": str(MIX), "prompt": PROMPT}) + "\n"
+                        + json.dumps({"id": "b", "audio": str(MIX), "image": "gone.png"}) + "\n")
+    assert main(["separate", "--manifest", str(manifest), "--out", str(tmp_path / "m")]) == 2
+    assert f"{manifest}:2: {tmp_path / 'gone.png'}: image prompt not found" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
 
 
 def test_cli_manifest_mode(tmp_path):
