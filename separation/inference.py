@@ -343,10 +343,18 @@ class Separator:
         Each prompt's conditioning holds K rows, one per phrasing of :meth:`heard_phrasings` (K =
         ``config.phrasings`` when some text prompt is heard in more than one wording, else 1, so identical passes
         are not run): ``cond (K, E)``, ``tokens (K, L, H)``, ``token_mask (K, L)``. Prompts without text repeat
-        their one row. Pictures are first named (:meth:`heard_prompt`)."""
+        their one row. Pictures are first named (:meth:`heard_prompt`).
+
+        Every run starts here, so the config is checked here too (:meth:`InferenceConfig.validate`): a setting
+        changed after construction is refused before any work, as at construction.
+
+        Raises:
+            SettingError: a setting of ``self.config`` is out of range.
+        """
+        self.config.validate()
         prompts = [self.heard_prompt(p) for p in prompts]
         heard = {p.text: self.heard_phrasings(p.text) for p in prompts if p.text}
-        count = 1 if all(len(set(texts)) == 1 for texts in heard.values()) else max(1, self.config.phrasings)
+        count = 1 if all(len(set(texts)) == 1 for texts in heard.values()) else self.config.phrasings
         out = []
         for prompt in prompts:
             others, tokens, mask = [], None, None
@@ -427,9 +435,7 @@ class Separator:
 
     def _shift_delays(self) -> list[int]:
         """Model-rate delays of the ``config.shifts`` passes: evenly spaced within one latent frame."""
-        shifts = self.config.shifts
-        if shifts < 1:
-            raise PromptError(f"shifts must be at least 1, got {shifts}")
+        shifts = self.config.shifts  # at least 1: condition() validated the config
         return [round(i * self.codec.hop_length / shifts) for i in range(shifts)]
 
     def _delayed(self, chunks: torch.Tensor, delays: list[int]) -> torch.Tensor:

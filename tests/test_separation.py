@@ -720,8 +720,8 @@ def test_shifts_average_the_masks_of_shifted_passes(separator):
     with pytest.raises(SettingError, match="shifts 0"):
         InferenceConfig(shifts=0)
     changed = InferenceConfig()
-    changed.shifts = 0  # changed after construction, without validate(): the run still refuses it
-    with pytest.raises(PromptError, match="shifts"):
+    changed.shifts = 0  # changed after construction: the run refuses it in the same words, before any work
+    with pytest.raises(SettingError, match="shifts 0: expected a whole number of passes, at least 1"):
         Separator(separator.codec, separator.prompt_encoder, separator.model, changed).separate(wav, 44100, "dog")
 
 
