@@ -368,7 +368,7 @@ def _inference_config(args) -> InferenceConfig:
             mixture_consistent=not args.plain, refine=not args.no_refine, name_pictures=not args.no_picture_names, **given
         )
     except SettingError as error:
-        raise PromptError(f"--{error.name.replace('_', '-')} {error.value}: expected {error.expected}") from None
+        raise PromptError(error.flag_message()) from None
 
 
 def run_separate(args) -> int:

@@ -589,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             systems = build_systems(baselines, notes, args.bundle, args.mask_floor, args.shifts, overrides, args.rate)
         except SettingError as error:
-            raise SystemExit(f"--{error.name.replace('_', '-')} {error.value}: expected {error.expected}") from None
+            raise SystemExit(error.flag_message()) from None
         if other_rate and names is None:
             names = [name for name in ANY_RATE_SYSTEMS if name in systems]
         systems = select_systems(systems, names)

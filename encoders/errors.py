@@ -26,6 +26,10 @@ class SettingError(PromptsepError, ValueError):
         super().__init__(f"{name} {value}: expected {expected}")
         self.name, self.value, self.expected = name, value, expected
 
+    def flag_message(self) -> str:
+        """The same message naming the command-line flag of the setting (``--mask-floor`` for ``mask_floor``)."""
+        return f"--{self.name.replace('_', '-')} {self.value}: expected {self.expected}"
+
 
 class WeightsError(PromptsepError):
     """Model weights or their config are missing, incomplete or of the wrong layout."""
