@@ -15,11 +15,11 @@ APT_DATA := $(shell cat dataengine/apt-packages.txt 2>/dev/null)
 
 $(VENV)/.installed: pyproject.toml
 	@if [ "$$(id -u)" = "0" ] && ! command -v ffmpeg >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TEST); fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TEST) && apt-get clean; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PINS)
-	$(PIP) install -q -e ".[dev,data]" $(TORCH_PINS)
+	$(PY) .ci/pip_lean.py $(TORCH_PINS)
+	$(PIP) install -q --no-cache-dir -e ".[dev,data]" $(TORCH_PINS)
 	touch $@
 
 setup: $(VENV)/.installed
