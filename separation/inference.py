@@ -174,13 +174,15 @@ def span_anchors(spans: Sequence[tuple[float, float]] | None, start_s: float, fr
     return torch.where(on, torch.tensor(SPAN_ON), torch.tensor(SPAN_OFF))
 
 
-def as_prompts(prompts: Sequence[Prompt] | Prompt | str | None) -> list[Prompt]:
-    """A list of :class:`Prompt` from one prompt, a plain text or a list; refuses an empty one."""
-    prompts = [Prompt(text=prompts)] if isinstance(prompts, str) else prompts
-    prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts or [])
-    if not prompts:
+def as_prompts(prompts: Sequence[Prompt | str] | Prompt | str | None) -> list[Prompt]:
+    """A list of :class:`Prompt` from one prompt, a plain text, or a list of either; refuses an empty one."""
+    items = [prompts] if isinstance(prompts, (str, Prompt)) else list(prompts or [])
+    if not items:
         raise PromptError("give at least one prompt (text, image or video)")
-    return prompts
+    for item in items:
+        if not isinstance(item, (str, Prompt)):
+            raise PromptError(f"a prompt is a text or a Prompt, got {type(item).__name__}: {item!r:.60}")
+    return [Prompt(text=item) if isinstance(item, str) else item for item in items]
 
 
 def output_names(prompts: Sequence[Prompt]) -> list[str]:
@@ -337,7 +339,7 @@ class Separator:
         return Prompt(text=naming.name, spans=prompt.spans)
 
     @torch.no_grad()
-    def condition(self, prompts: Sequence[Prompt]) -> list[Conditioning]:
+    def condition(self, prompts: Sequence[Prompt | str] | Prompt | str) -> list[Conditioning]:
         """Embed each prompt once (text tokens, pooled embedding); spans and frames are added per chunk.
 
         Each prompt's conditioning holds K rows, one per phrasing of :meth:`heard_phrasings` (K =
@@ -352,7 +354,7 @@ class Separator:
             SettingError: a setting of ``self.config`` is out of range.
         """
         self.config.validate()
-        prompts = [self.heard_prompt(p) for p in prompts]
+        prompts = [self.heard_prompt(p) for p in as_prompts(prompts)]
         heard = {p.text: self.heard_phrasings(p.text) for p in prompts if p.text}
         count = 1 if all(len(set(texts)) == 1 for texts in heard.values()) else self.config.phrasings
         out = []
@@ -537,7 +539,7 @@ class Separator:
         self,
         audio: torch.Tensor | str | Path,
         sample_rate: int | None = None,
-        prompts: Sequence[Prompt] | Prompt | str | None = None,
+        prompts: Sequence[Prompt | str] | Prompt | str | None = None,
         candidates: int = 1,
         seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
@@ -546,7 +548,7 @@ class Separator:
 
         Args:
             audio: waveform ``(C, N)`` or ``(N,)`` at ``sample_rate``, or a path (audio or video file).
-            prompts: a :class:`Prompt`, a list of them, or a plain text prompt.
+            prompts: a :class:`Prompt` or a plain text, or a list of either (one target each).
             candidates: k > 1 produces k candidates per prompt (different noise for the flow
                 objective, shifted chunk grids for regression); the judge, when loaded, picks one.
             seed: seeds the flow sampler (outputs are deterministic for a seed).

@@ -270,6 +270,21 @@ def test_several_prompts_one_target_each(separator):
     assert not torch.allclose(result.targets[0], result.targets[1])
 
 
+def test_a_list_of_plain_texts_is_a_list_of_text_prompts(separator):
+    """``separate(wav, rate, ["dog barking", "piano"])`` is the same run as with Prompt objects (it used to fail
+    with an AttributeError); anything that is neither a text nor a Prompt is refused by name."""
+    wav = 0.1 * torch.randn(1, 16000)
+    texts = separator.separate(wav, 16000, ["dog barking", "piano"])
+    objects = separator.separate(wav, 16000, [Prompt(text="dog barking"), Prompt(text="piano")])
+    assert texts.targets.shape == (2, 1, 16000)
+    assert torch.equal(texts.targets, objects.targets)
+    assert [p.text for p in texts.prompts] == ["dog barking", "piano"]
+    with pytest.raises(PromptError, match="a prompt is a text or a Prompt, got int"):
+        separator.separate(wav, 16000, ["dog barking", 3])
+    with pytest.raises(PromptError, match="needs text, an image or a video"):
+        separator.separate(wav, 16000, ["dog barking", "  "])
+
+
 def test_chunked_matches_unchunked_where_chunks_agree():
     """Chunking (8 chunks with 0.5 s cross-fades) stays close to one pass over the whole signal."""
     torch.manual_seed(0)
