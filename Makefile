@@ -15,7 +15,7 @@ APT_DATA := $(shell cat dataengine/apt-packages.txt 2>/dev/null)
 
 $(VENV)/.installed: pyproject.toml
 	@if [ "$$(id -u)" = "0" ] && ! command -v ffmpeg >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TEST) && apt-get clean; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_TEST) && apt-get clean; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) .ci/pip_lean.py $(TORCH_PINS)
