@@ -146,6 +146,12 @@ def register(commands, train_commands) -> None:
     )
     p.add_argument("--steps", type=int, default=None, help="ODE steps for a flow-matching separator")
     p.add_argument("--reference", type=Path, default=None, help="true target (single FILE, single prompt): print the SI-SDR improvement")
+    p.add_argument(
+        "--spectrogram",
+        action="store_true",
+        help="also write OUT/<name>/spectrogram.png: the mixture, each target and the residual as mel spectrograms "
+        "on one colour scale, to see what moved where",
+    )
     p.set_defaults(func=run_separate)
 
     t = train_commands.add_parser("separator", help="train the separator on data-engine mixtures", description="Train the latent separator (resumable).")
@@ -293,6 +299,15 @@ def _write(result, folder: Path) -> list[Path]:
     return written
 
 
+def _spectrogram(written: list[Path], prompts, folder: Path) -> Path:
+    """``folder/spectrogram.png`` of the written tracks (targets, then the residual), each labelled with its prompt."""
+    from app.spectrogram import plot_separation
+
+    labels = [f"{path.stem}: {prompt.describe()}" for path, prompt in zip(written[:-1], prompts, strict=True)]
+    labels.append("residual")
+    return plot_separation(written, labels, folder / "spectrogram.png")
+
+
 def _require_prompt_files(prompts) -> None:
     """Every picture and video a prompt names exists (checked before any model loads)."""
     from encoders.prompts import require_prompt_file
@@ -395,6 +410,8 @@ def run_separate(args) -> int:
                 wav, rate = load_audio(path)
                 result = separator.separate(wav, rate, prompts, candidates=args.candidates)
                 written = _write(result, args.out / name)
+            if args.spectrogram:
+                written.append(_spectrogram(written, prompts, args.out / name))
         except PromptsepError as error:
             failures += 1
             tqdm.write(f"promptsep: error: {error}")

@@ -5,6 +5,7 @@ import json
 import pytest
 import soundfile as sf
 import torch
+from PIL import Image
 
 from app.cli import main
 from encoders.audio_io import load_audio
@@ -119,10 +120,12 @@ def test_cli_manifest_mode(tmp_path):
     ]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps(r) for r in rows))
-    assert main(["separate", "--manifest", str(manifest), "--out", str(tmp_path / "out")]) == 0
+    assert main(["separate", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--spectrogram"]) == 0
     for name in ("a", "b"):
         assert (tmp_path / "out" / name / "target.wav").is_file()
         assert (tmp_path / "out" / name / "residual.wav").is_file()
+        with Image.open(tmp_path / "out" / name / "spectrogram.png") as picture:  # mixture, target, residual
+            assert picture.format == "PNG" and picture.size == (1000, 500)
 
 
 def test_shipped_splitter_loads_and_joins_in_by_default(separator):
