@@ -162,7 +162,17 @@ def build_demo(runner: DemoRunner):
             separate, [recording, video, text, picture, spans], [target, residual, spectrogram, summary],
             api_name="separate",
         )
+        gr.Examples(examples=example_requests(), inputs=[recording, text, spans], label="try the bundled example")
     return demo
+
+
+def example_requests() -> list[list[str]]:
+    """The bundled example mixture (a dog barking over a man speaking) with a prompt for each of its sounds."""
+    from promptsep_assets import EXAMPLES_DIR
+
+    mixture = str(EXAMPLES_DIR / "example_mix.wav")
+    prompt = (EXAMPLES_DIR / "example_prompt.txt").read_text().strip()
+    return [[mixture, prompt, ""], [mixture, "a man speaking", ""], [mixture, "canine yapping", "0-2"]]
 
 
 def theme():

@@ -5,7 +5,7 @@ import socket
 import pytest
 import soundfile as sf
 
-from app.demo import DemoRunner, build_demo, parse_spans, theme
+from app.demo import DemoRunner, build_demo, example_requests, parse_spans, theme
 from encoders.errors import PromptError
 from promptsep_assets import EXAMPLES_DIR
 
@@ -72,6 +72,13 @@ def test_bad_requests_are_refused_before_any_work(runner, recording, video, text
     with pytest.raises(PromptError, match=message):
         runner.run(recording, video, text, picture, spans)
     assert sorted(runner.out_root.iterdir()) == before  # no folder made for a refused request
+
+
+def test_the_examples_are_the_bundled_mixture_with_prompts_for_its_sounds():
+    examples = example_requests()
+    assert {row[0] for row in examples} == {str(MIX)} and MIX.is_file()
+    assert [row[1] for row in examples][:2] == ["dog barking", "a man speaking"]
+    assert all(parse_spans(row[2]) is None or parse_spans(row[2]) == [(0.0, 2.0)] for row in examples)
 
 
 def _free_port() -> int:
