@@ -13,7 +13,7 @@ from encoders.errors import PromptsepError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app import cmd_codec, cmd_data, cmd_embed, cmd_refine, cmd_separate, demo
+    from app import cmd_codec, cmd_data, cmd_embed, cmd_judge, cmd_refine, cmd_separate, demo
 
     parser = argparse.ArgumentParser(
         prog="promptsep",
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a component of the model bundle")
     train_commands = train.add_subparsers(dest="component", metavar="COMPONENT")
     train_commands.required = True
-    for module in (cmd_data, cmd_separate, cmd_refine, cmd_codec, cmd_embed, demo):
+    for module in (cmd_data, cmd_separate, cmd_refine, cmd_codec, cmd_embed, cmd_judge, demo):
         module.register(commands, train_commands)
     return parser
 

@@ -102,9 +102,49 @@ class DemoRunner:
         target, residual = separator.separate_file(source, [prompt], folder, progress=progress)
         label = f"target: {prompt.describe()}"
         picture_path = plot_separation([target, residual], [label, "residual"], folder / "spectrogram.png")
-        return DemoResult(target, residual, picture_path, self._summary(prompt, time.perf_counter() - started))
+        verdict = self._verdict(target, residual, prompt)
+        return DemoResult(target, residual, picture_path, self._summary(prompt, time.perf_counter() - started, verdict))
 
-    def _summary(self, prompt, seconds: float) -> str:
+    def _verdict(self, target: Path, residual: Path, prompt) -> list | None:
+        """The judge's scores of the target and the residual (None when the bundle has no judge)."""
+        judge = self.separator.judge
+        if judge is None:
+            return None
+        import torch
+
+        from encoders.audio_io import load_audio
+
+        tracks = [load_audio(path)[0] for path in (target, residual)]
+        rate = load_audio(target)[1]
+        return judge.score(tracks[0] + tracks[1], torch.stack(tracks), rate, prompt)
+
+    def judge(self, mixture: str | None, track: str | None, text: str | None, picture: str | None) -> dict:
+        """The judge's verdict on ``track`` separated from ``mixture`` for the prompt (the demo's /judge endpoint).
+
+        Raises:
+            PromptError: a missing file or prompt, a track of another length, or a bundle without a judge.
+        """
+        import torch
+
+        from encoders.audio_io import load_audio
+        from separation.inference import Prompt
+
+        if not mixture or not track:
+            raise PromptError("give the mixture and the separated track")
+        text = (text or "").strip() or None
+        if text is None and not picture:
+            raise PromptError("give the prompt the track was separated for: text, a picture, or both")
+        judge = self.separator.judge
+        if judge is None:
+            raise PromptError("this bundle has no judge/")
+        mix, rate = load_audio(mixture)
+        one, _ = load_audio(track, sample_rate=rate, channels=1)
+        if one.shape[-1] != mix.shape[-1]:
+            raise PromptError(f"the track has {one.shape[-1]} samples at {rate} Hz, the mixture {mix.shape[-1]}")
+        (score,) = judge.score(mix, torch.stack([one[0]]), rate, Prompt(text=text, image=picture or None))
+        return score.to_dict()
+
+    def _summary(self, prompt, seconds: float, verdict: list | None = None) -> str:
         separator = self.separator
         lines = []
         if prompt.text:
@@ -120,6 +160,11 @@ class DemoRunner:
             lines.append("Conditioned on the picture" + (" and the text." if prompt.text else "."))
         if prompt.spans:
             lines.append("Spans: " + ", ".join(f"{a:g}-{b:g} s" for a, b in prompt.spans) + ".")
+        if verdict is not None:
+            lines.append(
+                f"The judge predicts **{verdict[0].overall:.1f} dB** SI-SDR for the target (residual: {verdict[1].overall:.1f} dB); "
+                f"the target's alignment with the prompt is {verdict[0].alignment:.2f}."
+            )
         lines.append(f"Separated in {seconds:.1f} s. Target + residual add up to the recording exactly.")
         return "\n\n".join(lines)
 
@@ -163,6 +208,27 @@ def build_demo(runner: DemoRunner):
             api_name="separate",
         )
         gr.Examples(examples=example_requests(), inputs=[recording, text, spans], label="try the bundled example")
+
+        def judge(mixture, track, text, picture):
+            try:
+                return runner.judge(mixture, track, text, picture)
+            except PromptsepError as error:
+                raise gr.Error(str(error)) from None
+
+        with gr.Accordion("Judge a separation", open=False):
+            gr.Markdown(
+                "Score any separated track (from promptsep or elsewhere) against its prompt: the judge predicts its "
+                "SI-SDR in dB against the prompted sound."
+            )
+            with gr.Row():
+                judge_mixture = gr.Audio(label="mixture", type="filepath", sources=["upload"])
+                judge_track = gr.Audio(label="separated track", type="filepath", sources=["upload"])
+            with gr.Row():
+                judge_text = gr.Textbox(label="text prompt")
+                judge_picture = gr.Image(label="picture prompt (optional)", type="filepath", sources=["upload"])
+            judge_button = gr.Button("Judge")
+            verdict = gr.JSON(label="verdict")
+            judge_button.click(judge, [judge_mixture, judge_track, judge_text, judge_picture], verdict, api_name="judge")
     return demo
 
 

@@ -233,7 +233,8 @@ class Separator:
         namer=None,
         splitter=None,
     ) -> None:
-        """``judge``: optional object with ``choose(candidates (P, K, C, N), rate, prompts) -> list[int]``.
+        """``judge``: optional object with ``choose(mixture (C, N), candidates (P, K, C, N), rate, prompts) -> list[int]``
+        (:class:`~judge.model.Judge`).
         ``refiner``: optional :class:`~separation.refiner.MaskRefiner` that corrects the ratio masks.
         ``namer``: optional :class:`~encoders.namer.PictureNamer` (see ``InferenceConfig.name_pictures``).
         ``splitter``: optional :class:`~separation.splitter.Splitter` (see ``InferenceConfig.splitter_weight``)."""
@@ -265,8 +266,8 @@ class Separator:
         cls, path: str | Path | None = None, device: str | torch.device = "cpu", config: InferenceConfig | None = None
     ) -> "Separator":
         """Load a bundle folder (default: the embedded bundle shipped with promptsep); its ``refiner/``
-        folder, when there is one, is the mask refiner, its ``namer/`` folder the picture namer, and its
-        ``splitter/`` folder the splitter."""
+        folder, when there is one, is the mask refiner, its ``namer/`` folder the picture namer, its
+        ``splitter/`` folder the splitter, and its ``judge/`` folder (which needs the splitter) the judge."""
         from encoders.codec import Codec
         from encoders.peav import PromptEncoder
         from promptsep_assets import DEFAULT_BUNDLE
@@ -280,8 +281,16 @@ class Separator:
         refiner = MaskRefiner.from_pretrained(bundle / "refiner") if (bundle / "refiner").is_dir() else None
         namer = PictureNamer.from_pretrained(bundle / "namer", prompt_encoder) if (bundle / "namer").is_dir() else None
         splitter = Splitter.from_pretrained(bundle / "splitter") if (bundle / "splitter").is_dir() else None
+        judge = None
+        if (bundle / "judge").is_dir():
+            from judge.model import Judge
+
+            if splitter is None:
+                raise WeightsError(f"{bundle / 'judge'}: the judge reads the bundle's splitter, and {bundle} has none")
+            judge = Judge.from_pretrained(bundle / "judge", prompt_encoder, splitter)
         return cls(
-            codec, prompt_encoder, model, config=config, device=device, refiner=refiner, namer=namer, splitter=splitter
+            codec, prompt_encoder, model, config=config, device=device, refiner=refiner, namer=namer, splitter=splitter,
+            judge=judge,
         )
 
     # ---------------------------------------------------------------- prompts
@@ -581,7 +590,7 @@ class Separator:
         stacked = torch.stack(runs, dim=1)  # (P, K, C, N)
         chosen = [0] * len(prompts)
         if candidates > 1 and self.judge is not None:
-            chosen = self.judge.choose(stacked, sample_rate, prompts)
+            chosen = self.judge.choose(wav, stacked, sample_rate, prompts)
         targets = torch.stack([stacked[p, chosen[p]] for p in range(len(prompts))])
         residual = wav - targets.sum(0)
         return SeparationResult(

@@ -40,6 +40,17 @@ def test_a_request_gives_target_residual_and_picture_that_add_up(runner):
     assert result.target.parent.parent == runner.out_root  # each request in its own folder
     assert "Heard the prompt as **a barking dog** (typed: a dog barking)." in result.summary
     assert "Spans: 0-3 s." in result.summary
+    assert "The judge predicts **" in result.summary  # the shipped bundle has a judge
+
+
+def test_the_judge_endpoint_scores_a_track_and_refuses_bad_requests(runner):
+    target = str(EXAMPLES_DIR / "example_target.wav")
+    good, bad = runner.judge(str(MIX), target, "dog barking", None), runner.judge(str(MIX), str(MIX), "dog barking", None)
+    assert set(good) == {"overall", "alignment", "features"} and good["overall"] > bad["overall"]
+    with pytest.raises(PromptError, match="give the mixture and the separated track"):
+        runner.judge(str(MIX), None, "dog", None)
+    with pytest.raises(PromptError, match="give the prompt the track was separated for"):
+        runner.judge(str(MIX), target, " ", None)
 
 
 def test_a_video_and_a_picture_prompt(runner, tmp_path):
@@ -104,5 +115,7 @@ def test_the_demo_answers_over_http(runner):
         assert picture.endswith("spectrogram.png") and "Separated in" in summary
         with pytest.raises(Exception, match="describe the sound"):
             client.predict(handle_file(str(MIX)), None, "", None, "", api_name="/separate")
+        verdict = client.predict(handle_file(str(MIX)), handle_file(target), "dog barking", None, api_name="/judge")
+        assert verdict["overall"] == pytest.approx(runner.judge(str(MIX), target, "dog barking", None)["overall"], abs=1e-3)
     finally:
         demo.close()
