@@ -4,8 +4,10 @@ For each mixture of the manifest (text prompts), the bundle's separator makes fo
 target for the true prompt, its target for another category's prompt, the residual of the first, and the mixture.
 Printed, for the bundle's judge and for the track's alignment with the prompt alone (DESIGN's plain judge):
 
-- Spearman correlation of the score with the track's true SI-SDR, over all tracks and over the separated targets;
-- how often the best-scored of a mixture's four tracks is its truly best one;
+- Spearman correlation of the score with the track's true SI-SDR: over all four kinds of track, over the targets
+  separated for the right prompt, and over both separations (right and wrong prompt) pooled;
+- how often the two separations of a mixture are scored in the order of their true SI-SDR (``pair_order``, what
+  picking between candidates needs);
 - the AUC of telling the right prompt from a swapped one: the separated target scored under its own prompt against
   the same track scored under the other category's prompt.
 
@@ -45,7 +47,8 @@ def evaluate(records: dict, judge) -> list[dict]:
             "mixtures": int(truth.shape[0]),
             "spearman_all": float(spearmanr(scores.ravel(), truth.ravel())[0]),
             "spearman_separated": float(spearmanr(scores[:, 0], truth[:, 0])[0]),
-            "best_track_found": float(np.mean(scores.argmax(1) == truth.argmax(1))),
+            "spearman_separations": float(spearmanr(scores[:, :2].ravel(), truth[:, :2].ravel())[0]),
+            "pair_order": float(np.mean(np.sign(scores[:, 0] - scores[:, 1]) == np.sign(truth[:, 0] - truth[:, 1]))),
             "swapped_prompt_auc": auc(scores[:, 0], swapped_scores),
         })
     return rows
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.records:
             torch.save({k: v for k, v in records.items() if k != "ids"}, args.records)
     results = evaluate(records, judge)
-    keys = ("scorer", "mixtures", "spearman_all", "spearman_separated", "best_track_found", "swapped_prompt_auc")
+    keys = ("scorer", "mixtures", "spearman_all", "spearman_separated", "spearman_separations", "pair_order",
+            "swapped_prompt_auc")
     print(markdown_table(keys, [[r[k] for k in keys] for r in results], digits=3))
     if args.json:
         write_json(args.json, {"manifest": args.manifest, "limit": args.limit, "fitted_on": judge.config.fitted_on,
