@@ -183,10 +183,11 @@ class Judge:
 
     def choose(self, mixture: Tensor, candidates: Tensor, rate: int, prompts: Sequence) -> list[int]:
         """The best candidate per prompt: ``candidates (P, K, C, N)`` separated from ``mixture (C, N)``."""
-        return [
-            max(range(candidates.shape[1]), key=lambda k, s=self.score(mixture, candidates[p], rate, prompt): s[k].overall)
-            for p, prompt in enumerate(prompts)
-        ]
+        chosen = []
+        for p, prompt in enumerate(prompts):
+            overall = [score.overall for score in self.score(mixture, candidates[p], rate, prompt)]
+            chosen.append(overall.index(max(overall)))
+        return chosen
 
     # ------------------------------------------------------------------ fitting and files
     def fit(self, features: Tensor, targets: Tensor, alpha: float | None = None) -> Judge:
