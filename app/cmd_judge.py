@@ -13,8 +13,9 @@ def register(commands, train_commands) -> None:
     p = commands.add_parser(
         "judge",
         help="score separated tracks against their prompt",
-        description="Score each TRACK separated from MIXTURE for the prompt: the judge's overall score is a predicted "
-        "SI-SDR in dB of the track against the prompted sound (higher is better), beside the track's alignment with "
+        description="Score each TRACK separated from MIXTURE for the prompt: the judge's overall score, on the dB scale "
+        "of the track's SI-SDR against the prompted sound, ranks tracks (higher is better; it is not an estimate of "
+        "one track's SI-SDR), beside the track's alignment with "
         "the prompt (the cosine of their PE-AV embeddings). Tracks must have the mixture's length; any rate and "
         "channels (read as mono).",
     )

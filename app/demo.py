@@ -162,7 +162,8 @@ class DemoRunner:
             lines.append("Spans: " + ", ".join(f"{a:g}-{b:g} s" for a, b in prompt.spans) + ".")
         if verdict is not None:
             lines.append(
-                f"The judge predicts **{verdict[0].overall:.1f} dB** SI-SDR for the target (residual: {verdict[1].overall:.1f} dB); "
+                f"The judge scores the target **{verdict[0].overall:.1f}** (residual: {verdict[1].overall:.1f}; higher is better, "
+                "a ranking score on SI-SDR's dB scale); "
                 f"the target's alignment with the prompt is {verdict[0].alignment:.2f}."
             )
         lines.append(f"Separated in {seconds:.1f} s. Target + residual add up to the recording exactly.")
@@ -217,8 +218,8 @@ def build_demo(runner: DemoRunner):
 
         with gr.Accordion("Judge a separation", open=False):
             gr.Markdown(
-                "Score any separated track (from promptsep or elsewhere) against its prompt: the judge predicts its "
-                "SI-SDR in dB against the prompted sound."
+                "Score any separated track (from promptsep or elsewhere) against its prompt, on the dB scale of its "
+                "SI-SDR against the prompted sound: a score to rank tracks by, not an estimate of one track's SI-SDR."
             )
             with gr.Row():
                 judge_mixture = gr.Audio(label="mixture", type="filepath", sources=["upload"])

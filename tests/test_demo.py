@@ -40,7 +40,7 @@ def test_a_request_gives_target_residual_and_picture_that_add_up(runner):
     assert result.target.parent.parent == runner.out_root  # each request in its own folder
     assert "Heard the prompt as **a barking dog** (typed: a dog barking)." in result.summary
     assert "Spans: 0-3 s." in result.summary
-    assert "The judge predicts **" in result.summary  # the shipped bundle has a judge
+    assert "The judge scores the target **" in result.summary  # the shipped bundle has a judge
 
 
 def test_the_judge_endpoint_scores_a_track_and_refuses_bad_requests(runner):
