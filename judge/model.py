@@ -61,8 +61,8 @@ class JudgeConfig:
 
 @dataclass
 class JudgeScore:
-    """One track's verdict: ``overall`` its score on the dB scale of SI-SDR against the prompted sound (for ranking); ``alignment`` the
-    cosine of its embedding with the prompt's; ``features`` every input of the score, by name."""
+    """One track's verdict: ``overall`` its score on the dB scale of SI-SDR against the prompted sound (for
+    ranking); ``alignment`` the cosine of its embedding with the prompt's; ``features`` every input, by name."""
 
     overall: float
     alignment: float
