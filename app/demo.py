@@ -114,9 +114,8 @@ class DemoRunner:
 
         from encoders.audio_io import load_audio
 
-        tracks = [load_audio(path)[0] for path in (target, residual)]
-        rate = load_audio(target)[1]
-        return judge.score(tracks[0] + tracks[1], torch.stack(tracks), rate, prompt)
+        (target_wav, rate), (residual_wav, _) = load_audio(target), load_audio(residual)
+        return judge.score(target_wav + residual_wav, torch.stack([target_wav, residual_wav]), rate, prompt)
 
     def judge(self, mixture: str | None, track: str | None, text: str | None, picture: str | None) -> dict:
         """The judge's verdict on ``track`` separated from ``mixture`` for the prompt (the demo's /judge endpoint).

@@ -165,7 +165,10 @@ class Judge:
         ``mixture (C, N)`` or ``(N,)`` at ``rate`` for ``prompt`` (a :class:`~separation.inference.Prompt` or a text)."""
         from separation.inference import as_prompts
 
-        (prompt,) = as_prompts(prompt)
+        prompts = as_prompts(prompt)
+        if len(prompts) != 1:
+            raise PromptError(f"the judge scores tracks for one prompt at a time, got {len(prompts)}")
+        prompt = prompts[0]
         mixture = mixture.float()
         mixture = mixture.mean(0) if mixture.dim() == 2 else mixture
         tracks = tracks.float()
