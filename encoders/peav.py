@@ -357,6 +357,15 @@ def latent_input(audio_encoder: nn.Module) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------- model
+def visual_prompt_embeddings(encoder, image=None, video: str | os.PathLike | None = None) -> list[Tensor]:
+    """The embeddings ``(1, E)`` of a prompt's picture and of its whole video (all its frames, one clip), those it
+    has: none, one or both. ``encoder``: a :class:`PromptEncoder`."""
+    embeds = [encoder.embed_image([image])] if image is not None else []
+    if video is not None:
+        embeds.append(encoder.embed_video(encoder.video_frames(video)[None]))
+    return embeds
+
+
 class PromptEncoder(nn.Module):
     """Embeds text, pictures, video, audio (waveform or codec latents) and audio+video.
 

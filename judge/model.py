@@ -34,6 +34,7 @@ from torch import Tensor
 from encoders.audio_io import resample
 from encoders.errors import AudioError, PromptError, WeightsError
 from encoders.files import save_tensors
+from encoders.peav import visual_prompt_embeddings
 from separation.masking import stft
 
 FEATURES = (
@@ -95,16 +96,12 @@ class Judge:
     @torch.no_grad()
     def prompt_embedding(self, prompt) -> Tensor:
         """The prompt's embedding ``(E,)``: its text's, its picture's, or their normalised mean when it has both."""
-        embeds = []
-        if getattr(prompt, "text", None):
-            embeds.append(self.encoder.embed_text([prompt.text])[0])
-        if getattr(prompt, "image", None) is not None:
-            embeds.append(self.encoder.embed_image([prompt.image])[0])
-        if getattr(prompt, "video", None) is not None:
-            embeds.append(self.encoder.embed_video(self.encoder.video_frames(prompt.video))[0])
+        embeds = visual_prompt_embeddings(self.encoder, prompt.image, prompt.video)
+        if prompt.text:
+            embeds.insert(0, self.encoder.embed_text([prompt.text]))
         if not embeds:
             raise PromptError("the judge needs a prompt with text, an image or a video")
-        mean = torch.stack(embeds).mean(0)
+        mean = torch.cat(embeds).mean(0)
         return mean / mean.norm().clamp(min=1e-12)
 
     @torch.no_grad()

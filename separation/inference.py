@@ -362,18 +362,16 @@ class Separator:
         Raises:
             SettingError: a setting of ``self.config`` is out of range.
         """
+        from encoders.peav import visual_prompt_embeddings  # here: importing transformers costs seconds
+
         self.config.validate()
         prompts = [self.heard_prompt(p) for p in as_prompts(prompts)]
         heard = {p.text: self.heard_phrasings(p.text) for p in prompts if p.text}
         count = 1 if all(len(set(texts)) == 1 for texts in heard.values()) else self.config.phrasings
         out = []
         for prompt in prompts:
-            others, tokens, mask = [], None, None
-            if prompt.image is not None:
-                others.append(self.prompt_encoder.embed_image([prompt.image]))
-            if prompt.video is not None:
-                frames = self.prompt_encoder.video_frames(prompt.video)
-                others.append(self.prompt_encoder.embed_video(frames[None]))
+            tokens, mask = None, None
+            others = visual_prompt_embeddings(self.prompt_encoder, prompt.image, prompt.video)
             if prompt.text:
                 tokens, mask = self.prompt_encoder.text_states(heard[prompt.text][:count])
                 texts = self.prompt_encoder.embed_text_states(tokens, mask)  # (K, E)
