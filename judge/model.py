@@ -107,7 +107,8 @@ class Judge:
     @torch.no_grad()
     def features(self, mixture: Tensor, tracks: Tensor, prompt_embedding: Tensor) -> Tensor:
         """Features ``(K, len(FEATURES))`` of each track in ``tracks (K, N)`` for one mono mixture ``(N,)`` at the
-        judge's rate and one prompt embedding ``(E,)``."""
+        judge's rate and one prompt embedding ``(E,)``; with several, ``(Q, E)``, the tracks are read once and the
+        features come out ``(Q, K, len(FEATURES))``."""
         cfg = self.config
         mixture, tracks = mixture.float().cpu(), tracks.float().cpu()
         if tracks.dim() != 2 or mixture.dim() != 1 or tracks.shape[-1] != mixture.shape[-1]:
@@ -137,19 +138,20 @@ class Judge:
         embeds = torch.stack(
             [self.encoder.embed_long_audio(x[None]).cpu() for x in (*tracks, *(mixture[None] - tracks), mixture)]
         )
-        align = embeds @ prompt_embedding.cpu().float()
-        align_track, align_rest, align_mix = align[:k], align[k : 2 * k], align[-1].expand(k)
+        align = prompt_embedding.cpu().float() @ embeds.T  # (..., 2K + 1)
+        align_track, align_rest = align[..., :k], align[..., k : 2 * k]
+        ratio = ratio.expand_as(align_track)
         columns = {
             "align_track": align_track,
             "align_rest": align_rest,
-            "align_mixture": align_mix,
+            "align_mixture": align[..., -1:].expand_as(align_track),
             "align_track_minus_rest": align_track - align_rest,
             "splitter_ratio": ratio,
-            "mask_sharpness": sharp / total,
-            "log_share": torch.log10(share.clamp(min=1e-6)),
+            "mask_sharpness": (sharp / total).expand_as(align_track),
+            "log_share": torch.log10(share.clamp(min=1e-6)).expand_as(align_track),
             "splitter_ratio_x_align": ratio * (align_track - align_rest),
         }
-        return torch.stack([columns[name] for name in cfg.features], dim=1)
+        return torch.stack([columns[name] for name in cfg.features], dim=-1)
 
     def predict(self, features: Tensor) -> Tensor:
         """The score in dB of feature rows ``(K, F)``."""

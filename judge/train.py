@@ -57,9 +57,10 @@ def collect(rows: list[dict], swapped: list[str], bundle: str | None = None, thr
         right = separator.separate(mixture, rate, row["prompt"]).targets[0, 0]
         wrong = separator.separate(mixture, rate, other).targets[0, 0]
         tracks = torch.stack([right, wrong, mixture - right, mixture])
-        prompt = judge.prompt_embedding(Prompt(text=row["prompt"]))
-        features.append(judge.features(mixture, tracks, prompt))
-        swapped_features.append(judge.features(mixture, tracks[:1], judge.prompt_embedding(Prompt(text=other)))[0])
+        prompts = torch.stack([judge.prompt_embedding(Prompt(text=text)) for text in (row["prompt"], other)])
+        own, swapped = judge.features(mixture, tracks, prompts)  # the tracks read once for both prompts
+        features.append(own)
+        swapped_features.append(swapped[0])
         targets.append(torch.stack([si_sdr(t, truth) for t in tracks]).clamp(-CLIP_DB, CLIP_DB))
         ids.append(row["id"])
     return {"features": torch.stack(features), "swapped": torch.stack(swapped_features), "si_sdr": torch.stack(targets), "ids": ids}
