@@ -46,6 +46,8 @@ def register(commands, train_commands) -> None:
 
 
 def run_judge(args: argparse.Namespace) -> int:
+    import torch
+
     from encoders.audio_io import load_audio
     from separation.inference import Prompt, Separator
 
@@ -65,8 +67,6 @@ def run_judge(args: argparse.Namespace) -> int:
         if track.shape[-1] != mixture.shape[-1]:
             raise PromptError(f"{path}: {track.shape[-1]} samples at {rate} Hz, the mixture has {mixture.shape[-1]}")
         tracks.append(track[0])
-    import torch
-
     scores = separator.judge.score(mixture, torch.stack(tracks), rate, prompt)
     if args.json:
         print(json.dumps([{"track": str(p), **s.to_dict()} for p, s in zip(args.tracks, scores, strict=True)], indent=2))

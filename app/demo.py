@@ -17,8 +17,6 @@ from pathlib import Path
 
 from encoders.errors import PromptError, PromptsepError
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
 SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[-:–]\s*(\d+(?:\.\d+)?)\s*$")
 
 
@@ -171,6 +169,7 @@ class DemoRunner:
 
 def build_demo(runner: DemoRunner):
     """The Gradio Blocks app over ``runner``."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported; the CLI's import of this module sets nothing
     import gradio as gr
 
     def separate(recording, video, text, picture, spans, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -75,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     if judge is None:
         print("the bundle has no judge/: pass --judge DIR", file=sys.stderr)
         return 2
-    from pathlib import Path
-
     if args.records and Path(args.records).is_file():
         records = torch.load(args.records, weights_only=True)
     else:
