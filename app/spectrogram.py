@@ -35,7 +35,10 @@ class Spectra:
     labels: list[str]
     sample_rate: int
     duration: float
-    top_hz: float
+
+    @property
+    def top_hz(self) -> float:
+        return self.sample_rate / 2
 
 
 def _window(rate: int) -> int:
@@ -72,10 +75,9 @@ def separation_spectra(tracks: Sequence[str | os.PathLike], labels: Sequence[str
     try:
         for column in range(columns):
             # at least one window, kept inside the file where it is that long (zeros past the end would smear the
-            # last column's spectrum)
-            stop = max(int(edges[column + 1]), int(edges[column]) + n_fft)
+            # last column's spectrum); a file shorter than a window is zero-padded to one
             start = max(0, min(int(edges[column]), frames - n_fft))
-            stop = max(stop, start + n_fft)
+            stop = max(int(edges[column + 1]), start + n_fft)
             pieces = []
             for handle in handles:
                 handle.seek(start)
@@ -88,7 +90,7 @@ def separation_spectra(tracks: Sequence[str | os.PathLike], labels: Sequence[str
         for handle in handles:
             handle.close()
     db = 10 * np.log10(power + 1e-12)
-    return Spectra(db=db, labels=["mixture", *labels], sample_rate=rate, duration=frames / rate, top_hz=rate / 2)
+    return Spectra(db=db, labels=["mixture", *labels], sample_rate=rate, duration=frames / rate)
 
 
 def plot_separation(tracks: Sequence[str | os.PathLike], labels: Sequence[str], out: str | os.PathLike, width: int = WIDTH) -> Path:
